@@ -1,0 +1,111 @@
+# tick platform — every target wraps `python -m streaming` or Dagster.
+# The two commands of the README: `make demo` and `make test`.
+
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+PYTHON  := $(BIN)/python
+STAMP   := $(VENV)/.installed
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+DATA    ?=
+SYMBOL  ?=
+ARGS    ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install jars browser up up3 down status reset topics smoke replay aggregate api platform \
+        snowflake-loader dashboard pipeline demo validate test test-unit lint typecheck bench reliability clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the project with its dev tools
+
+jars: $(STAMP) ## Fetch the Kafka jars from Maven Central into .cache/kafka (once)
+	$(PYTHON) -c "from streaming.broker.runner import fetch_jars; from streaming.config import load_settings; print(fetch_jars(load_settings().broker.cache_dir))"
+
+browser: ## Install Debian's chromium for the dashboard browser test (if missing)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian chromium for the browser test"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "warning: could not install chromium (the browser test will fail)"; }
+
+up: $(STAMP) ## Start the local Kafka broker (idempotent) and create the topics
+	$(PYTHON) -m streaming broker up
+	$(PYTHON) -m streaming topics bootstrap
+
+up3: $(STAMP) ## Start a three-broker cluster on loopback (RF 3, min.insync.replicas 2)
+	$(PYTHON) -m streaming broker up --nodes 3
+
+down: $(STAMP) ## Stop the local broker(s)
+	$(PYTHON) -m streaming broker down
+
+status: $(STAMP) ## Broker state and topics with offsets and lag
+	-$(PYTHON) -m streaming broker status
+	-$(PYTHON) -m streaming topics list
+
+reset: $(STAMP) ## Stop the broker and delete its data
+	$(PYTHON) -m streaming broker reset
+
+topics: $(STAMP) ## Create ticks.raw, ticks.agg.1s, ticks.dlq
+	$(PYTHON) -m streaming topics bootstrap
+
+smoke: $(STAMP) ## Round-trip one message through the broker
+	$(PYTHON) -m streaming smoke
+
+replay: $(STAMP) ## Replay DATA (a tick file) into ticks.raw; ARGS for more flags
+	$(PYTHON) -m streaming replay $(DATA) $(if $(SYMBOL),--symbol $(SYMBOL)) $(ARGS)
+
+aggregate: $(STAMP) ## Run the 1 s bar aggregator on ticks.raw
+	$(PYTHON) -m streaming aggregate $(ARGS)
+
+api: $(STAMP) ## Run the mock tick API on DATA
+	$(PYTHON) -m streaming api $(DATA) $(ARGS)
+
+platform: $(STAMP) ## Dagster UI and daemon (dagster dev) with DAGSTER_HOME in the project
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+snowflake-loader: $(STAMP) ## Run the Dagster daemon (schedule + sensor load the facts)
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/dagster-daemon run -w workspace.yaml
+
+dashboard: $(STAMP) ## Streamlit live view
+	$(BIN)/streamlit run dashboard/app.py --server.address 127.0.0.1 --server.headless true
+
+pipeline: $(STAMP) ## The whole pipeline in one shell (api, replay, aggregate, dagster); Ctrl+C stops it
+	$(PYTHON) -m streaming pipeline $(if $(DATA),--data $(DATA)) $(if $(SYMBOL),--symbol $(SYMBOL)) $(ARGS)
+
+demo: $(STAMP) ## End to end on the embedded default: broker, replay, aggregate, facts, checks, verdict
+	$(PYTHON) -m streaming demo $(if $(DATA),--data $(DATA)) $(if $(SYMBOL),--symbol $(SYMBOL)) $(ARGS)
+
+validate: $(STAMP) ## Recompute bars independently and compare (ARGS=--bins ... --bars ... | --kafka)
+	$(PYTHON) -m streaming validate $(ARGS)
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check streaming tick_platform tick_platform_tests dashboard
+
+typecheck: $(STAMP) ## mypy
+	$(BIN)/mypy streaming tick_platform dashboard
+
+test: $(STAMP) browser ## Install everything and run the whole suite against a real broker
+	$(PYTHON) -c "from streaming.broker.runner import fetch_jars; from streaming.config import PROJECT_ROOT; fetch_jars(PROJECT_ROOT / '.cache' / 'kafka')"
+	$(PYTHON) -m pytest -q -ra $(ARGS)
+
+test-unit: $(STAMP) ## Only the tests that need no broker
+	$(PYTHON) -m pytest -q -m "not kafka and not browser" $(ARGS)
+
+bench: $(STAMP) ## Benchmarks side by side; writes docs/benchmarks.md and bench-results/
+	$(PYTHON) -m streaming bench $(ARGS)
+
+reliability: $(STAMP) ## Fault-injection suite; writes docs/reliability.md
+	$(PYTHON) -m pytest -q -m slow $(ARGS)
+
+clean: ## Remove the venv, caches, run folders (not data/input)
+	-$(PYTHON) -m streaming broker down
+	rm -rf $(VENV) .run .dagster_home .pytest_cache .mypy_cache .ruff_cache tick_platform_tests/_output

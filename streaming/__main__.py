@@ -1,0 +1,5 @@
+"""`python -m streaming <command>`."""
+
+from streaming.cli import main
+
+main()

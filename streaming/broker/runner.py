@@ -1,0 +1,364 @@
+"""Run a real Apache Kafka (KRaft) on loopback from the official Maven Central jars.
+
+No Docker: Maven gathers org.apache.kafka:kafka_2.13 and kafka-tools (pom.xml
+beside this file) into a cache folder once; each node is a JVM started in its
+own session with its pid, config, data and logs under a run folder, so `down`
+stops exactly the processes `up` started.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient
+
+from streaming.errors import BrokerError
+
+POM = Path(__file__).with_name("pom.xml")
+
+LOG4J2 = """\
+status = warn
+appender.file.type = RollingFile
+appender.file.name = FILE
+appender.file.fileName = ${sys:kafka.logs.dir}/server.log
+appender.file.filePattern = ${sys:kafka.logs.dir}/server.log.%i
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+appender.file.policies.type = Policies
+appender.file.policies.size.type = SizeBasedTriggeringPolicy
+appender.file.policies.size.size = 50MB
+appender.file.strategy.type = DefaultRolloverStrategy
+appender.file.strategy.max = 3
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.state.name = state.change.logger
+logger.state.level = WARN
+"""
+
+
+def kafka_version() -> str:
+    """The Kafka version pinned in pom.xml."""
+    text = POM.read_text()
+    start = text.index("<kafka.version>") + len("<kafka.version>")
+    return text[start : text.index("</kafka.version>")]
+
+
+def fetch_jars(cache_dir: Path, *, quiet: bool = True) -> Path:
+    """Gather the broker's jars with Maven once; later calls reuse the folder."""
+    digest = hashlib.sha256(POM.read_bytes()).hexdigest()[:12]
+    libs = cache_dir / f"kafka-{kafka_version()}-{digest}" / "libs"
+    marker = libs / ".complete"
+    if marker.is_file():
+        return libs
+    if shutil.which("mvn") is None:
+        raise BrokerError("Maven (mvn) is not on PATH: install it (apt-get install maven) to fetch Kafka")
+    if shutil.which("java") is None:
+        raise BrokerError("java is not on PATH: install OpenJDK 17 or newer to run Kafka")
+    tmp = libs.with_name("libs.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    cmd = [
+        "mvn", "-B", *(["-q"] if quiet else []), "-f", str(POM),
+        "dependency:copy-dependencies", f"-DoutputDirectory={tmp}", "-DincludeScope=runtime",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
+        raise BrokerError("Maven could not fetch the Kafka jars:\n" + "\n".join(tail))
+    shutil.rmtree(libs, ignore_errors=True)
+    tmp.rename(libs)
+    marker.write_text(kafka_version())
+    return libs
+
+
+@dataclass(frozen=True)
+class Node:
+    """One combined broker+controller of the local cluster."""
+
+    node_id: int
+    host: str
+    port: int
+    controller_port: int
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def plan_nodes(brokers: str, count: int) -> list[Node]:
+    """Nodes on consecutive port pairs from the first KAFKA_BROKERS entry (9092/9093, 9094/9095, ...)."""
+    host, _, port_text = brokers.split(",")[0].strip().rpartition(":")
+    base = int(port_text)
+    return [Node(i + 1, host, base + 2 * i, base + 2 * i + 1) for i in range(count)]
+
+
+def free_port_base(count: int, host: str = "127.0.0.1", start: int = 20_000) -> int:
+    """A base port with 2*count free consecutive ports, for test clusters beside a user's broker."""
+    rng = int.from_bytes(os.urandom(2), "big")
+    for attempt in range(200):
+        base = start + ((rng + attempt * 97) % 20_000)
+        if all(_port_free(host, base + k) for k in range(2 * count)):
+            return base
+    raise BrokerError("no free port range found for a test broker")
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+class LocalCluster:
+    """The broker(s) whose state lives in one run folder."""
+
+    def __init__(self, run_dir: Path, cache_dir: Path, brokers: str, nodes: int = 1, heap: str = "1g"):
+        self.run_dir = run_dir.resolve()
+        self.cache_dir = cache_dir.resolve()
+        self.heap = heap
+        saved = self._saved_layout()
+        self.nodes = saved if saved else plan_nodes(brokers, nodes)
+
+    # layout -----------------------------------------------------------------
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(n.address for n in self.nodes)
+
+    def node_dir(self, node: Node) -> Path:
+        return self.run_dir / f"node-{node.node_id}"
+
+    def _layout_file(self) -> Path:
+        return self.run_dir / "cluster.json"
+
+    def _saved_layout(self) -> list[Node] | None:
+        path = self._layout_file()
+        if not path.is_file():
+            return None
+        data = json.loads(path.read_text())
+        return [Node(**n) for n in data["nodes"]]
+
+    def pid_of(self, node: Node) -> int | None:
+        pid_file = self.node_dir(node) / "pid"
+        if not pid_file.is_file():
+            return None
+        pid = int(pid_file.read_text().strip() or 0)
+        return pid if pid and _pid_alive(pid) and self._is_our_java(pid, node) else None
+
+    def _is_our_java(self, pid: int, node: Node) -> bool:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            return True  # no /proc: trust the pid file
+        return str(self.node_dir(node)) in cmdline
+
+    def running(self) -> list[Node]:
+        return [n for n in self.nodes if self.pid_of(n) is not None]
+
+    # configuration ----------------------------------------------------------
+    def _server_properties(self, node: Node) -> str:
+        n = len(self.nodes)
+        voters = ",".join(f"{x.node_id}@{x.host}:{x.controller_port}" for x in self.nodes)
+        rf = min(3, n)
+        isr = 2 if n >= 3 else 1
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": node.node_id,
+            "controller.quorum.voters": voters,
+            "listeners": f"PLAINTEXT://{node.host}:{node.port},CONTROLLER://{node.host}:{node.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{node.host}:{node.port},CONTROLLER://{node.host}:{node.controller_port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": self.node_dir(node) / "data",
+            "num.partitions": 6,
+            "default.replication.factor": rf,
+            "min.insync.replicas": isr,
+            "offsets.topic.replication.factor": rf,
+            "transaction.state.log.replication.factor": rf,
+            "transaction.state.log.min.isr": isr,
+            "share.coordinator.state.topic.replication.factor": rf,
+            "share.coordinator.state.topic.min.isr": isr,
+            "group.initial.rebalance.delay.ms": 0,
+            "auto.create.topics.enable": "false",
+            "log.retention.minutes": 60,
+            "num.network.threads": 2,
+            "num.io.threads": 4,
+        }
+        return "".join(f"{k}={v}\n" for k, v in props.items())
+
+    def _prepare(self, libs: Path) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        layout = self._layout_file()
+        cluster_id_file = self.run_dir / "cluster.id"
+        if not cluster_id_file.is_file():
+            cluster_id_file.write_text(_random_cluster_id())
+        cluster_id = cluster_id_file.read_text().strip()
+        for node in self.nodes:
+            ndir = self.node_dir(node)
+            (ndir / "logs").mkdir(parents=True, exist_ok=True)
+            (ndir / "server.properties").write_text(self._server_properties(node))
+            (ndir / "log4j2.properties").write_text(LOG4J2)
+            if not (ndir / "data" / "meta.properties").is_file():
+                fmt = subprocess.run(
+                    ["java", "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format",
+                     "-t", cluster_id, "-c", str(ndir / "server.properties"), "-g"],
+                    capture_output=True, text=True,
+                )
+                if fmt.returncode != 0:
+                    raise BrokerError(f"formatting node {node.node_id} failed: {fmt.stderr.strip()[-500:]}")
+        layout.write_text(json.dumps({"nodes": [asdict(n) for n in self.nodes]}, indent=2))
+
+    # lifecycle --------------------------------------------------------------
+    def up(self, timeout_s: float = 90.0) -> bool:
+        """Start every node that is not running and wait until the cluster answers.
+
+        Returns False if everything was already running (nothing was done).
+        """
+        if len(self.running()) == len(self.nodes):
+            self.wait_ready(timeout_s)
+            return False
+        for node in self.nodes:
+            if self.pid_of(node) is None:
+                self._check_ports_free(node)
+        libs = fetch_jars(self.cache_dir)
+        self._prepare(libs)
+        for node in self.nodes:
+            if self.pid_of(node) is None:
+                self.start_node(node.node_id, libs)
+        self.wait_ready(timeout_s)
+        return True
+
+    def _check_ports_free(self, node: Node) -> None:
+        for port in (node.port, node.controller_port):
+            if not _port_free(node.host, port):
+                raise BrokerError(
+                    f"port {node.host}:{port} is taken by another process; "
+                    "set KAFKA_BROKERS to a free host:port (the controller uses port+1)"
+                )
+
+    def start_node(self, node_id: int, libs: Path | None = None) -> int:
+        """Start one node's JVM in its own session; returns its pid."""
+        node = self._node(node_id)
+        libs = libs or fetch_jars(self.cache_dir)
+        ndir = self.node_dir(node)
+        cmd = [
+            "java", f"-Xms{min_heap(self.heap)}", f"-Xmx{self.heap}", "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={ndir / 'log4j2.properties'}",
+            f"-Dkafka.logs.dir={ndir / 'logs'}",
+            "-cp", f"{libs}/*", "kafka.Kafka", str(ndir / "server.properties"),
+        ]
+        with open(ndir / "logs" / "stdout.log", "ab") as out:
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        (ndir / "pid").write_text(str(proc.pid))
+        return proc.pid
+
+    def wait_ready(self, timeout_s: float = 90.0) -> None:
+        """Block until every node is registered and answers metadata requests."""
+        deadline = time.monotonic() + timeout_s
+        last = "no answer"
+        while time.monotonic() < deadline:
+            dead = [n for n in self.nodes if self.pid_of(n) is None]
+            if dead:
+                log = self.node_dir(dead[0]) / "logs" / "server.log"
+                tail = log.read_text(errors="replace").splitlines()[-5:] if log.is_file() else []
+                raise BrokerError(f"broker node {dead[0].node_id} exited during start:\n" + "\n".join(tail))
+            try:
+                admin = AdminClient({"bootstrap.servers": self.bootstrap, "socket.timeout.ms": 2000, "log_level": 2})
+                md = admin.list_topics(timeout=2)
+                if len(md.brokers) == len(self.nodes):
+                    return
+                last = f"{len(md.brokers)}/{len(self.nodes)} brokers registered"
+            except Exception as exc:  # the broker is still starting
+                last = str(exc)
+            time.sleep(0.3)
+        raise BrokerError(f"broker did not answer within {timeout_s:.0f}s ({last}); logs in {self.run_dir}")
+
+    def stop_node(self, node_id: int, sig: int = signal.SIGTERM, timeout_s: float = 60.0) -> bool:
+        """Stop one node (SIGTERM for a clean shutdown, SIGKILL for a crash) and wait for it."""
+        node = self._node(node_id)
+        pid = self.pid_of(node)
+        if pid is None:
+            return False
+        os.kill(pid, sig)
+        deadline = time.monotonic() + timeout_s
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            _reap(pid)
+            time.sleep(0.1)
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+            while _pid_alive(pid):
+                _reap(pid)
+                time.sleep(0.05)
+        (self.node_dir(node) / "pid").unlink(missing_ok=True)
+        return True
+
+    def down(self, timeout_s: float = 60.0) -> int:
+        """Stop every node this run folder started; returns how many were running."""
+        stopped = 0
+        for node in reversed(self.nodes):
+            if self.stop_node(node.node_id, signal.SIGTERM, timeout_s):
+                stopped += 1
+        return stopped
+
+    def reset(self) -> None:
+        """Stop and delete all data, logs and the cluster id (the jars stay cached)."""
+        self.down()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def _node(self, node_id: int) -> Node:
+        for node in self.nodes:
+            if node.node_id == node_id:
+                return node
+        raise BrokerError(f"no node {node_id} in {self.run_dir}")
+
+
+def _reap(pid: int) -> None:
+    """Collect a child that exited, so it does not linger as a zombie."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def min_heap(heap: str) -> str:
+    """Initial heap: a quarter of the maximum, at least 128 MB."""
+    unit = heap[-1].lower()
+    mb = int(heap[:-1]) * (1024 if unit == "g" else 1)
+    return f"{max(128, mb // 4)}m"
+
+
+def _random_cluster_id() -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")

@@ -1,0 +1,158 @@
+"""Create the platform's topics and report them like kafka-topics / kafka-consumer-groups do."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streaming.config import KafkaSettings
+from streaming.errors import BrokerError
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic as the design fixes it."""
+
+    name: str
+    partitions: int
+    retention_ms: int
+    purpose: str
+
+
+def topic_specs(kafka: KafkaSettings) -> list[TopicSpec]:
+    """ticks.raw, ticks.agg.1s and ticks.dlq with the configured names and shapes."""
+    return [
+        TopicSpec(kafka.topic_raw, kafka.partitions, kafka.retention_ms, "10 ms bins, key = symbol"),
+        TopicSpec(kafka.topic_agg, kafka.partitions, kafka.retention_ms, "final 1 s bars, key = symbol"),
+        TopicSpec(kafka.topic_dlq, kafka.dlq_partitions, kafka.dlq_retention_ms, "rejected input with reason"),
+    ]
+
+
+def admin_client(kafka: KafkaSettings) -> AdminClient:
+    """An AdminClient with the pass-through security settings."""
+    return AdminClient(kafka.client_base())
+
+
+def bootstrap_topics(kafka: KafkaSettings, replication_factor: int | None = None) -> dict[str, str]:
+    """Create missing topics; returns topic -> "created" | "exists". Idempotent."""
+    admin = admin_client(kafka)
+    try:
+        md = admin.list_topics(timeout=10)
+    except KafkaException as exc:
+        raise BrokerError(f"cannot reach Kafka at {kafka.brokers}: {exc}") from None
+    brokers = len(md.brokers)
+    rf = replication_factor or min(max(kafka.replication_factor, 3 if brokers >= 3 else 1), brokers)
+    isr = max(kafka.min_insync_replicas, 2 if rf >= 3 else 1)
+    result: dict[str, str] = {}
+    new: list[NewTopic] = []
+    for spec in topic_specs(kafka):
+        if spec.name in md.topics:
+            result[spec.name] = "exists"
+            continue
+        new.append(
+            NewTopic(
+                spec.name,
+                num_partitions=spec.partitions,
+                replication_factor=rf,
+                config={
+                    "retention.ms": str(spec.retention_ms),
+                    "min.insync.replicas": str(isr),
+                    "cleanup.policy": "delete",
+                    "message.timestamp.type": "CreateTime",
+                },
+            )
+        )
+    if new:
+        for name, fut in admin.create_topics(new, request_timeout=30).items():
+            try:
+                fut.result()
+                result[name] = "created"
+            except KafkaException as exc:
+                if "TOPIC_ALREADY_EXISTS" in str(exc):
+                    result[name] = "exists"
+                else:
+                    raise BrokerError(f"creating topic {name} failed: {exc}") from None
+    return result
+
+
+@dataclass(frozen=True)
+class PartitionInfo:
+    """One partition's replicas and offsets."""
+
+    partition: int
+    leader: int
+    replicas: int
+    isr: int
+    low: int
+    high: int
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    """A topic and its partitions."""
+
+    name: str
+    partitions: list[PartitionInfo]
+    retention_ms: str
+
+    @property
+    def messages(self) -> int:
+        return sum(p.high - p.low for p in self.partitions)
+
+
+def describe_topics(kafka: KafkaSettings, names: list[str] | None = None) -> list[TopicInfo]:
+    """Partitions, replication and low/high offsets of the platform's topics (or `names`)."""
+    from confluent_kafka.admin import ConfigResource, ResourceType
+
+    admin = admin_client(kafka)
+    md = admin.list_topics(timeout=10)
+    wanted = names or [s.name for s in topic_specs(kafka)]
+    consumer = Consumer({**kafka.client_base(), "group.id": "tick-platform-inspector", "enable.auto.commit": False})
+    infos: list[TopicInfo] = []
+    try:
+        for name in wanted:
+            tmd = md.topics.get(name)
+            if tmd is None or tmd.error is not None:
+                continue
+            parts = []
+            for pid, pmd in sorted(tmd.partitions.items()):
+                low, high = consumer.get_watermark_offsets(TopicPartition(name, pid), timeout=10)
+                parts.append(PartitionInfo(pid, pmd.leader, len(pmd.replicas), len(pmd.isrs), low, high))
+            res = ConfigResource(ResourceType.TOPIC, name)
+            cfg = admin.describe_configs([res])[res].result(timeout=10)
+            retention = cfg["retention.ms"].value if "retention.ms" in cfg else "?"
+            infos.append(TopicInfo(name, parts, str(retention)))
+    finally:
+        consumer.close()
+    return infos
+
+
+def group_lag(kafka: KafkaSettings, group: str, topic: str) -> dict[int, int | None]:
+    """Lag per partition of a consumer group on a topic (None where it has committed nothing)."""
+    admin = admin_client(kafka)
+    md = admin.list_topics(topic, timeout=10)
+    tmd = md.topics.get(topic)
+    if tmd is None or tmd.error is not None:
+        return {}
+    tps = [TopicPartition(topic, p) for p in sorted(tmd.partitions)]
+    fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])[group]
+    committed = {tp.partition: tp.offset for tp in fut.result(timeout=10).topic_partitions}
+    consumer = Consumer({**kafka.client_base(), "group.id": "tick-platform-inspector", "enable.auto.commit": False})
+    try:
+        lag: dict[int, int | None] = {}
+        for tp in tps:
+            _, high = consumer.get_watermark_offsets(tp, timeout=10)
+            off = committed.get(tp.partition, -1001)
+            lag[tp.partition] = None if off is None or off < 0 else max(0, high - off)
+        return lag
+    finally:
+        consumer.close()
+
+
+def list_groups(kafka: KafkaSettings) -> list[str]:
+    """Consumer group ids known to the cluster."""
+    admin = admin_client(kafka)
+    res = admin.list_consumer_groups(request_timeout=10).result()
+    return sorted(g.group_id for g in res.valid)

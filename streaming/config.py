@@ -1,0 +1,251 @@
+"""Settings of every service, read from `.env` (or ENV_FILE) and the environment.
+
+One pydantic-settings class per prefix, so the names match the seed's `.env`:
+KAFKA_*, BROKER_*, REPLAY_*, AGG_*, API_*, SNOW_*, SNOWFLAKE_*, DASHBOARD_*.
+CLI flags override by passing keyword arguments to `load_settings`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streaming.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env_file() -> str | None:
+    """The env file to read: ENV_FILE if set, else `.env` in the working directory."""
+    chosen = os.environ.get("ENV_FILE")
+    if chosen:
+        if not Path(chosen).is_file():
+            raise ConfigError(f"ENV_FILE: no such file: {chosen}")
+        return chosen
+    return ".env" if Path(".env").is_file() else None
+
+
+def _cfg(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=prefix, extra="ignore", case_sensitive=False)
+
+
+class KafkaSettings(BaseSettings):
+    """Where the broker is and how the topics are named and shaped."""
+
+    model_config = _cfg("KAFKA_")
+
+    brokers: str = "127.0.0.1:9092"
+    topic_raw: str = "ticks.raw"
+    topic_agg: str = "ticks.agg.1s"
+    topic_dlq: str = "ticks.dlq"
+    partitions: int = Field(6, ge=1, le=1000)
+    dlq_partitions: int = Field(1, ge=1, le=1000)
+    replication_factor: int = Field(1, ge=1, le=5)
+    min_insync_replicas: int = Field(1, ge=1, le=5)
+    retention_ms: int = Field(3_600_000, ge=60_000)
+    dlq_retention_ms: int = Field(7 * 24 * 3_600_000, ge=60_000)
+    # librdkafka names, passed through to every client (SASL/SSL for real clusters).
+    security_protocol: str | None = None
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    client_config: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("brokers")
+    @classmethod
+    def _brokers_have_ports(cls, value: str) -> str:
+        for entry in value.split(","):
+            host, _, port = entry.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return value
+
+    def client_base(self) -> dict[str, Any]:
+        """librdkafka settings every producer, consumer and admin client starts from."""
+        conf: dict[str, Any] = {"bootstrap.servers": self.brokers}
+        if self.security_protocol:
+            conf["security.protocol"] = self.security_protocol
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.ssl_ca_location:
+            conf["ssl.ca.location"] = self.ssl_ca_location
+        conf.update(self.client_config)
+        return conf
+
+
+class BrokerSettings(BaseSettings):
+    """The local broker that `python -m streaming broker up` runs."""
+
+    model_config = _cfg("BROKER_")
+
+    run_dir: Path = PROJECT_ROOT / ".run" / "broker"
+    cache_dir: Path = PROJECT_ROOT / ".cache" / "kafka"
+    heap: str = Field("1g", pattern=r"^\d+[mMgG]$")
+    start_timeout_s: float = Field(90.0, gt=0)
+
+
+class ReplaySettings(BaseSettings):
+    """The replay producer: tick files or the mock API into 10 ms bins."""
+
+    model_config = _cfg("REPLAY_")
+
+    source: str | None = None
+    symbol: str | None = None
+    speed: float = Field(0.0, ge=0)
+    live: bool = False
+    loop: bool = False
+    spread: bool = True
+    bin_ms: int = Field(10, ge=1, le=60_000)
+    max_late_ms: int = Field(100, ge=0)
+    exactly_once: bool = True
+    transactional_id: str = "tick-replay"
+    commit_interval_ms: int = Field(100, ge=1)
+    chunk_rows: int = Field(200_000, ge=1_000)
+    progress_interval_s: float = Field(2.0, gt=0)
+
+
+class AggSettings(BaseSettings):
+    """The 1 s bar aggregator."""
+
+    model_config = _cfg("AGG_")
+
+    window_ms: int = Field(1_000, ge=10)
+    grace_ms: int | None = Field(None, ge=0)
+    idle_timeout_ms: int = Field(2_000, ge=1)
+    late_policy: Literal["dlq", "revise"] = "dlq"
+    revise_horizon_ms: int = Field(60_000, ge=0)
+    group_id: str = "tick-aggregator"
+    transactional_id_prefix: str = "tick-aggregator"
+    exactly_once: bool = True
+    commit_interval_ms: int = Field(100, ge=1)
+    max_open_windows: int = Field(1_000_000, ge=1)
+    progress_interval_s: float = Field(2.0, gt=0)
+
+
+class ApiSettings(BaseSettings):
+    """The mock tick API."""
+
+    model_config = _cfg("API_")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    data: str | None = None
+    queue_max: int = Field(1_000, ge=1)
+
+
+class SnowSettings(BaseSettings):
+    """Snowflake account credentials (secrets only from env/.env)."""
+
+    model_config = _cfg("SNOW_")
+
+    account: str | None = None
+    user: str | None = None
+    password: SecretStr | None = None
+    private_key_path: str | None = None
+    private_key_passphrase: SecretStr | None = None
+    role: str = "ROLE_STREAMING_PIPELINE"
+    warehouse: str = "WH_STREAMING_XS"
+    database: str = "TICK_PLATFORM"
+    schema_: str = Field("CORE", alias="SNOW_SCHEMA")
+
+
+class LoaderSettings(BaseSettings):
+    """The warehouse side: which warehouse, where DuckDB lives, partitions."""
+
+    model_config = _cfg("SNOWFLAKE_")
+
+    target: Literal["auto", "duckdb", "snowflake"] = "auto"
+    duckdb_path: Path = PROJECT_ROOT / "data" / "warehouse.duckdb"
+    partitions_start: str = Field("2010-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$")
+    consumer_group: str = "tick-platform-facts"
+    freshness_sla_s: int = Field(30, ge=1)
+
+
+class DashboardSettings(BaseSettings):
+    """The Streamlit live view."""
+
+    model_config = _cfg("DASHBOARD_")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8501, ge=1, le=65535)
+    history_s: int = Field(300, ge=60, le=900)
+    max_bars_per_symbol: int = Field(900, ge=60)
+    refresh_ms: int = Field(1_000, ge=200)
+    latency_sla_ms: int = Field(750, ge=1)
+    freshness_sla_s: int = Field(5, ge=1)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All settings of one process."""
+
+    kafka: KafkaSettings
+    broker: BrokerSettings
+    replay: ReplaySettings
+    agg: AggSettings
+    api: ApiSettings
+    snow: SnowSettings
+    loader: LoaderSettings
+    dashboard: DashboardSettings
+
+    @property
+    def agg_grace_ms(self) -> int:
+        """AGG_GRACE_MS, defaulting to the replay's allowed lateness."""
+        return self.agg.grace_ms if self.agg.grace_ms is not None else self.replay.max_late_ms
+
+    @property
+    def use_snowflake(self) -> bool:
+        """Whether facts go to Snowflake (explicitly, or `auto` with an account set)."""
+        if self.loader.target == "auto":
+            return bool(self.snow.account)
+        return self.loader.target == "snowflake"
+
+
+_SECTIONS: dict[str, type[BaseSettings]] = {
+    "kafka": KafkaSettings,
+    "broker": BrokerSettings,
+    "replay": ReplaySettings,
+    "agg": AggSettings,
+    "api": ApiSettings,
+    "snow": SnowSettings,
+    "loader": LoaderSettings,
+    "dashboard": DashboardSettings,
+}
+
+
+def _one_line(section: type[BaseSettings], exc: ValidationError) -> str:
+    prefix = str(section.model_config.get("env_prefix", ""))
+    err = exc.errors()[0]
+    name = str(err["loc"][0]) if err.get("loc") else "?"
+    env_name = name if name.upper().startswith(prefix.upper()) else f"{prefix}{name}"
+    value = err.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    return f"{env_name.upper().rstrip('_')}: {err['msg']}{shown}"
+
+
+def load_settings(env_file: str | None = None, **overrides: dict[str, Any]) -> Settings:
+    """Read every section from the env file and environment; `overrides` maps a section to CLI values.
+
+    Raises ConfigError with one line naming the bad setting.
+    """
+    chosen = env_file if env_file is not None else _env_file()
+    if chosen is not None and not Path(chosen).is_file():
+        raise ConfigError(f"ENV_FILE: no such file: {chosen}")
+    built: dict[str, Any] = {}
+    for key, section in _SECTIONS.items():
+        values = {k: v for k, v in (overrides.get(key) or {}).items() if v is not None}
+        try:
+            built[key] = section(_env_file=chosen, **values)  # type: ignore[call-arg]
+        except ValidationError as exc:
+            raise ConfigError(_one_line(section, exc)) from None
+    return Settings(**built)

@@ -1,0 +1,23 @@
+"""The few named errors of the platform; the CLI turns each into one clear line."""
+
+from __future__ import annotations
+
+
+class TickPlatformError(Exception):
+    """Base of every error the platform raises on purpose."""
+
+
+class ConfigError(TickPlatformError):
+    """A setting has a bad value; the message names the setting."""
+
+
+class SourceError(TickPlatformError):
+    """A tick source cannot be opened or has an unreadable format as a whole."""
+
+
+class BrokerError(TickPlatformError):
+    """The local Kafka broker could not be fetched, started, reached or stopped."""
+
+
+class ContractError(TickPlatformError):
+    """A record does not satisfy its contract (docs/contracts)."""

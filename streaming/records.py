@@ -1,0 +1,100 @@
+"""The records that travel between stages (contracts in docs/contracts/*.json).
+
+msgspec Structs: frozen, typed, and decoded with validation at C speed, so a
+schema violation in a Kafka message is caught where it is read.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+
+class Bin(msgspec.Struct, frozen=True, kw_only=True):
+    """One 10 ms bin of one symbol's trades (ticks.raw)."""
+
+    bin_id: str
+    symbol: str
+    start_ts_ms: int
+    end_ts_ms: int
+    window_ms: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: int
+    notional: float
+    trade_count: int
+    max_lateness_ms: int
+    api_send_ts_ms: int | None
+    source_event_ts_ms: int
+    ingest_ts_ms: int
+    source: str = "replay"
+
+
+class Bar(msgspec.Struct, frozen=True, kw_only=True):
+    """One final 1 s OHLCV bar of one symbol (ticks.agg.1s)."""
+
+    bar_id: str
+    symbol: str
+    start_ts_ms: int
+    end_ts_ms: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: int
+    notional: float
+    vwap: float
+    trade_count: int
+    bin_count: int
+    max_lateness_ms: int
+    api_send_ts_ms: int | None
+    source_event_ts_ms: int
+    ingest_ts_ms: int
+    revision: int = 0
+    source: str = "aggregator"
+
+
+class DlqRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Input that a stage could not use, with the reason and where it came from (ticks.dlq)."""
+
+    stage: Literal["replay", "aggregate", "api", "platform"]
+    reason: str
+    detail: str
+    source: str
+    position: dict[str, Any]
+    payload: str
+    dlq_ts_ms: int
+    late_by_ms: int | None = None
+    event_ts_ms: int | None = None
+    symbol: str | None = None
+
+
+def make_bin_id(symbol: str, start_ts_ms: int) -> str:
+    """`<SYMBOL>-<start_ms 13 digits>`, the bin's idempotency key."""
+    return f"{symbol}-{start_ts_ms:013d}"
+
+
+def make_bar_id(symbol: str, start_ts_ms: int) -> str:
+    """`<SYMBOL>-<start_ms 13 digits>`, the bar's idempotency key."""
+    return f"{symbol}-{start_ts_ms:013d}"
+
+
+PAYLOAD_LIMIT = 4096
+
+
+def clip_payload(raw: bytes | str | None) -> str:
+    """The offending input as text for a DLQ record, bounded so a huge message stays small."""
+    if raw is None:
+        return ""
+    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    return text if len(text) <= PAYLOAD_LIMIT else text[:PAYLOAD_LIMIT] + f"...[{len(text)} chars]"
+
+
+_encoder = msgspec.json.Encoder()
+encode = _encoder.encode
+bin_decoder = msgspec.json.Decoder(Bin)
+bar_decoder = msgspec.json.Decoder(Bar)
+dlq_decoder = msgspec.json.Decoder(DlqRecord)

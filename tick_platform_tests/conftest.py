@@ -1,0 +1,74 @@
+"""Shared fixtures: an isolated environment and one real Kafka broker for the whole session.
+
+The broker runs from the project's cached Maven jars on free loopback ports in a
+temporary run folder, so it never collides with a broker the user runs, and it is
+stopped at the end of the session, also when tests fail.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Tests never read the developer's .env: an empty settings file and no KAFKA_* overrides.
+_EMPTY_ENV = Path(tempfile.mkdtemp(prefix="tick-env-")) / "empty.env"
+_EMPTY_ENV.write_text("")
+os.environ["ENV_FILE"] = str(_EMPTY_ENV)
+for _name in list(os.environ):
+    if _name.split("_", 1)[0] in {"KAFKA", "REPLAY", "AGG", "SNOW", "SNOWFLAKE", "DASHBOARD", "API", "BROKER"}:
+        del os.environ[_name]
+
+from streaming.broker.runner import LocalCluster, free_port_base  # noqa: E402
+from streaming.broker.topics import bootstrap_topics  # noqa: E402
+from streaming.config import PROJECT_ROOT, KafkaSettings  # noqa: E402
+
+SHARED_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "WDC_tickbidask_first_20000.txt"
+OUTPUT_DIR = PROJECT_ROOT / "tick_platform_tests" / "_output"
+
+
+@pytest.fixture(scope="session")
+def sample_path() -> Path:
+    """The real 20,000-tick WDC sample from ../shared (never copied into the repo)."""
+    if not SHARED_SAMPLE.is_file():
+        pytest.fail(f"the real sample is missing: {SHARED_SAMPLE} (../shared must sit beside the checkout)")
+    return SHARED_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """One real single-node Kafka for the session, on free ports, stopped at the end."""
+    run_dir = tmp_path_factory.mktemp("kafka")
+    base = free_port_base(1)
+    cluster = LocalCluster(run_dir, PROJECT_ROOT / ".cache" / "kafka", f"127.0.0.1:{base}", 1, "768m")
+    try:
+        cluster.up(timeout_s=120)
+        yield cluster
+    finally:
+        cluster.down()
+
+
+@pytest.fixture()
+def kafka(kafka_cluster: LocalCluster) -> KafkaSettings:
+    """KafkaSettings for the session broker with topics unique to this test (created, empty)."""
+    suffix = uuid.uuid4().hex[:8]
+    settings = KafkaSettings(
+        brokers=kafka_cluster.bootstrap,
+        topic_raw=f"ticks.raw.{suffix}",
+        topic_agg=f"ticks.agg.1s.{suffix}",
+        topic_dlq=f"ticks.dlq.{suffix}",
+    )
+    bootstrap_topics(settings)
+    return settings
+
+
+@pytest.fixture()
+def output_dir(request: pytest.FixtureRequest) -> Path:
+    """A folder for a test's artefacts (screenshots, reports), kept after the run."""
+    path = OUTPUT_DIR / request.node.name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
