@@ -14,8 +14,9 @@ from rich.console import Console
 from streaming.config import Settings, load_settings
 from streaming.errors import ConfigError, TickPlatformError
 
-console = Console(stderr=True)
-out = Console()
+# Piped output (CI logs, grep) gets a wide console so tables are not truncated.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+out = Console(width=None if sys.stdout.isatty() else 200)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

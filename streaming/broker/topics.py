@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
@@ -74,7 +75,39 @@ def bootstrap_topics(kafka: KafkaSettings, replication_factor: int | None = None
                     result[name] = "exists"
                 else:
                     raise BrokerError(f"creating topic {name} failed: {exc}") from None
+        _wait_for_leaders(admin, [t.topic for t in new])
     return result
+
+
+def _wait_for_leaders(admin: AdminClient, names: list[str], timeout_s: float = 30.0) -> None:
+    """New topics are usable once every partition has a leader; callers produce right after."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        md = admin.list_topics(timeout=10)
+        ready = all(
+            name in md.topics
+            and md.topics[name].error is None
+            and md.topics[name].partitions
+            and all(p.leader >= 0 for p in md.topics[name].partitions.values())
+            for name in names
+        )
+        if ready:
+            return
+        time.sleep(0.1)
+    raise BrokerError(f"topics {names} have no leader after {timeout_s:.0f}s")
+
+
+def _watermarks(consumer: Consumer, tp: TopicPartition, attempts: int = 50) -> tuple[int, int]:
+    """Low/high offsets, retrying while leadership settles (right after creation or a broker loss)."""
+    for attempt in range(attempts):
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            return int(low), int(high)
+        except KafkaException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2)
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -118,7 +151,7 @@ def describe_topics(kafka: KafkaSettings, names: list[str] | None = None) -> lis
                 continue
             parts = []
             for pid, pmd in sorted(tmd.partitions.items()):
-                low, high = consumer.get_watermark_offsets(TopicPartition(name, pid), timeout=10)
+                low, high = _watermarks(consumer, TopicPartition(name, pid))
                 parts.append(PartitionInfo(pid, pmd.leader, len(pmd.replicas), len(pmd.isrs), low, high))
             res = ConfigResource(ResourceType.TOPIC, name)
             cfg = admin.describe_configs([res])[res].result(timeout=10)
@@ -143,7 +176,7 @@ def group_lag(kafka: KafkaSettings, group: str, topic: str) -> dict[int, int | N
     try:
         lag: dict[int, int | None] = {}
         for tp in tps:
-            _, high = consumer.get_watermark_offsets(tp, timeout=10)
+            _, high = _watermarks(consumer, tp)
             off = committed.get(tp.partition, -1001)
             lag[tp.partition] = None if off is None or off < 0 else max(0, high - off)
         return lag

@@ -1,0 +1,304 @@
+"""Event-time tumbling windows over 10 ms bins: the pure core of the aggregator (no I/O).
+
+One `PartitionWindows` holds the state of one input partition (or of one offline
+stream). Every decision (which window a bin joins, when a window closes, whether
+a bin is late) is a function of the partition's bin sequence alone, plus the two
+wall-clock driven calls the caller makes (`flush_idle`, `flush_all`). That is what
+lets a restarted aggregator rebuild the exact state from the committed checkpoint.
+
+Semantics (docs/aggregator.md):
+* window of a bin = [start - start % W, +W) by the bin's start_ts_ms (epoch aligned);
+* watermark = max(previous watermark, bin.start_ts_ms - grace), advanced before each
+  bin is assigned; a window [s, e) is closed, and emitted once, when watermark >= e;
+* a bin whose window is already closed is late (DLQ, or a revision with policy "revise");
+* open = the bin with the smallest start (first in input order on ties), close = the
+  bin with the largest start (last in input order on ties).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from streaming.records import Bar, Bin, make_bar_id
+
+NO_WATERMARK = -(2**62)
+LatePolicy = Literal["dlq", "revise"]
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """How windows are cut and closed."""
+
+    window_ms: int = 1_000
+    grace_ms: int = 100
+    late_policy: LatePolicy = "dlq"
+    revise_horizon_ms: int = 60_000
+    max_open_windows: int = 1_000_000
+
+
+@dataclass(frozen=True)
+class LateBin:
+    """A bin that arrived after its window was emitted; `reason` is "late" or "late_beyond_horizon"."""
+
+    bin: Bin
+    offset: int
+    late_by_ms: int
+    watermark: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a commit stores beside the offset, enough to rebuild the open windows."""
+
+    rebuild_from: int
+    watermark: int | None
+
+
+class WindowAcc:
+    """The running aggregate of one (symbol, window)."""
+
+    __slots__ = (
+        "api_send_ts_ms", "bin_count", "close", "close_ts", "end", "first_offset", "high", "low",
+        "max_lateness_ms", "notional", "open", "open_ts", "revision", "source_event_ts_ms", "start",
+        "symbol", "trade_count", "volume",
+    )
+
+    def __init__(self, b: Bin, start: int, end: int, offset: int) -> None:
+        self.symbol = b.symbol
+        self.start = start
+        self.end = end
+        self.first_offset = offset
+        self.open = b.open
+        self.open_ts = b.start_ts_ms
+        self.high = b.high
+        self.low = b.low
+        self.close = b.close
+        self.close_ts = b.start_ts_ms
+        self.volume = b.volume
+        self.notional = b.notional
+        self.trade_count = b.trade_count
+        self.bin_count = 1
+        self.max_lateness_ms = b.max_lateness_ms
+        self.api_send_ts_ms = b.api_send_ts_ms
+        self.source_event_ts_ms = b.source_event_ts_ms
+        self.revision = 0
+
+    def merge(self, b: Bin) -> None:
+        """Fold one more bin in (input order is the tie-break for open and close)."""
+        ts = b.start_ts_ms
+        if ts < self.open_ts:
+            self.open = b.open
+            self.open_ts = ts
+            self.source_event_ts_ms = b.source_event_ts_ms
+        if ts >= self.close_ts:
+            self.close = b.close
+            self.close_ts = ts
+        if b.high > self.high:
+            self.high = b.high
+        if b.low < self.low:
+            self.low = b.low
+        self.volume += b.volume
+        self.notional += b.notional
+        self.trade_count += b.trade_count
+        self.bin_count += 1
+        if b.max_lateness_ms > self.max_lateness_ms:
+            self.max_lateness_ms = b.max_lateness_ms
+        sent = b.api_send_ts_ms
+        if sent is not None and (self.api_send_ts_ms is None or sent < self.api_send_ts_ms):
+            self.api_send_ts_ms = sent
+
+    def to_bar(self, now_ms: int) -> Bar:
+        """The bar of this window as it stands (vwap = close when there is no volume)."""
+        return Bar(
+            bar_id=make_bar_id(self.symbol, self.start),
+            symbol=self.symbol,
+            start_ts_ms=self.start,
+            end_ts_ms=self.end,
+            open=self.open,
+            high=self.high,
+            low=self.low,
+            close=self.close,
+            volume=self.volume,
+            notional=self.notional,
+            vwap=self.notional / self.volume if self.volume else self.close,
+            trade_count=self.trade_count,
+            bin_count=self.bin_count,
+            max_lateness_ms=self.max_lateness_ms,
+            api_send_ts_ms=self.api_send_ts_ms,
+            source_event_ts_ms=self.source_event_ts_ms,
+            ingest_ts_ms=now_ms,
+            revision=self.revision,
+        )
+
+
+class PartitionWindows:
+    """Open windows and watermark of one input partition; emitted bars and late bins queue up for `drain`."""
+
+    def __init__(self, config: WindowConfig, watermark: int | None = None) -> None:
+        self.config = config
+        self.watermark = NO_WATERMARK if watermark is None else watermark
+        self.open: dict[int, dict[str, WindowAcc]] = {}
+        self.closed: dict[int, dict[str, WindowAcc]] = {}  # kept for revisions only
+        self.open_count = 0
+        self.bars: list[Bar] = []
+        self.late: list[LateBin] = []
+        self.max_event_ts: int | None = None
+        self._next_close_end = 2**62
+        self._window = config.window_ms
+        self._grace = config.grace_ms
+
+    # -- the hot path ---------------------------------------------------------------
+
+    def add(self, b: Bin, offset: int, now_ms: int) -> None:
+        """Advance the watermark by this bin's event time, close what it passes, then assign the bin."""
+        ts = b.start_ts_ms
+        if self.max_event_ts is None or ts > self.max_event_ts:
+            self.max_event_ts = ts
+        wm = ts - self._grace
+        if wm > self.watermark:
+            self.watermark = wm
+            if wm >= self._next_close_end:
+                self._close_until(wm, now_ms)
+        start = ts - ts % self._window
+        end = start + self._window
+        if end <= self.watermark:
+            self._late(b, offset, start, now_ms)
+            return
+        bucket = self.open.get(start)
+        if bucket is None:
+            bucket = self.open[start] = {}
+            if end < self._next_close_end:
+                self._next_close_end = end
+        acc = bucket.get(b.symbol)
+        if acc is None:
+            bucket[b.symbol] = WindowAcc(b, start, end, offset)
+            self.open_count += 1
+            if self.open_count > self.config.max_open_windows:
+                self._close_oldest(now_ms)
+        else:
+            acc.merge(b)
+
+    def rebuild(self, b: Bin, offset: int) -> None:
+        """Re-add a bin read again after a restart, without emitting: skip it if its window was closed."""
+        ts = b.start_ts_ms
+        if self.max_event_ts is None or ts > self.max_event_ts:
+            self.max_event_ts = ts
+        start = ts - ts % self._window
+        end = start + self._window
+        if end <= self.watermark:
+            if self.config.late_policy == "revise":
+                self._rebuild_closed(b, offset, start, end)
+            return
+        bucket = self.open.get(start)
+        if bucket is None:
+            bucket = self.open[start] = {}
+            if end < self._next_close_end:
+                self._next_close_end = end
+        acc = bucket.get(b.symbol)
+        if acc is None:
+            bucket[b.symbol] = WindowAcc(b, start, end, offset)
+            self.open_count += 1
+        else:
+            acc.merge(b)
+
+    # -- wall-clock driven flushes --------------------------------------------------------
+
+    def flush_idle(self, now_ms: int) -> int:
+        """Quiet partition: advance the watermark to the end of the newest open window; returns bars emitted."""
+        if not self.open:
+            return 0
+        before = len(self.bars)
+        self.watermark = max(self.watermark, max(self.open) + self._window)
+        self._close_until(self.watermark, now_ms)
+        return len(self.bars) - before
+
+    flush_all = flush_idle
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def checkpoint(self, next_offset: int) -> Checkpoint:
+        """The rebuild point for a commit at `next_offset`: the oldest offset any kept window still needs."""
+        rebuild_from = next_offset
+        for buckets in (self.open, self.closed):
+            for bucket in buckets.values():
+                for acc in bucket.values():
+                    if acc.first_offset < rebuild_from:
+                        rebuild_from = acc.first_offset
+        return Checkpoint(rebuild_from, None if self.watermark == NO_WATERMARK else self.watermark)
+
+    def drain(self) -> tuple[list[Bar], list[LateBin]]:
+        """Take the bars and late bins produced since the last drain (bars in emission order)."""
+        bars, late = self.bars, self.late
+        self.bars, self.late = [], []
+        return bars, late
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _close_until(self, watermark: int, now_ms: int) -> None:
+        window = self._window
+        for start in sorted(self.open):
+            if start + window > watermark:
+                self._next_close_end = start + window
+                break
+            self._emit_window(start, now_ms)
+        else:
+            self._next_close_end = 2**62
+        self._expire_closed()
+
+    def _emit_window(self, start: int, now_ms: int) -> None:
+        bucket = self.open.pop(start)
+        self.open_count -= len(bucket)
+        for symbol in sorted(bucket):
+            self.bars.append(bucket[symbol].to_bar(now_ms))
+        if self.config.late_policy == "revise":
+            self.closed[start] = bucket
+
+    def _close_oldest(self, now_ms: int) -> None:
+        """Bounded state: close the oldest window(s) by advancing the watermark to their end."""
+        while self.open_count > self.config.max_open_windows:
+            oldest = min(self.open)
+            self.watermark = max(self.watermark, oldest + self._window)
+            self._close_until(self.watermark, now_ms)
+
+    def _expire_closed(self) -> None:
+        if not self.closed:
+            return
+        horizon = self.watermark - self.config.revise_horizon_ms
+        for start in [s for s in self.closed if s + self._window <= horizon]:
+            del self.closed[start]
+
+    def _late(self, b: Bin, offset: int, start: int, now_ms: int) -> None:
+        late_by = self.watermark - b.start_ts_ms
+        if self.config.late_policy == "revise":
+            bucket = self.closed.get(start)
+            if bucket is not None or start + self._window > self.watermark - self.config.revise_horizon_ms:
+                self._revise(b, offset, start, bucket, now_ms)
+                return
+            self.late.append(LateBin(b, offset, late_by, self.watermark, "late_beyond_horizon"))
+            return
+        self.late.append(LateBin(b, offset, late_by, self.watermark, "late"))
+
+    def _revise(self, b: Bin, offset: int, start: int, bucket: dict[str, WindowAcc] | None, now_ms: int) -> None:
+        if bucket is None:
+            bucket = self.closed[start] = {}
+        acc = bucket.get(b.symbol)
+        if acc is None:
+            # No bar was emitted for this symbol's window yet: the late bin makes its first one.
+            acc = bucket[b.symbol] = WindowAcc(b, start, start + self._window, offset)
+        else:
+            acc.merge(b)
+            acc.revision += 1
+        self.bars.append(acc.to_bar(now_ms))
+
+    def _rebuild_closed(self, b: Bin, offset: int, start: int, end: int) -> None:
+        """Revise policy: closed windows inside the horizon get their bins back (values only, see docs)."""
+        if end <= self.watermark - self.config.revise_horizon_ms:
+            return
+        bucket = self.closed.setdefault(start, {})
+        acc = bucket.get(b.symbol)
+        if acc is None:
+            bucket[b.symbol] = WindowAcc(b, start, end, offset)
+        else:
+            acc.merge(b)
