@@ -8,6 +8,7 @@ stops exactly the processes `up` started.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -345,10 +346,8 @@ class LocalCluster:
 
 def _reap(pid: int) -> None:
     """Collect a child that exited, so it does not linger as a zombie."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def min_heap(heap: str) -> str:

@@ -12,7 +12,6 @@ from streaming.broker.topics import bootstrap_topics
 from streaming.config import KafkaSettings
 from streaming.errors import BrokerError
 
-
 SMOKE_TOPIC = "ticks.smoke"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -189,3 +190,43 @@ def list_groups(kafka: KafkaSettings) -> list[str]:
     admin = admin_client(kafka)
     res = admin.list_consumer_groups(request_timeout=10).result()
     return sorted(g.group_id for g in res.valid)
+
+
+def recreate_topics(kafka: KafkaSettings, extra: list[str] | None = None) -> None:
+    """Delete the platform's topics (and `extra` ones) and create them empty again.
+
+    For the demo on the local broker: a second `make demo` starts from the same empty state.
+    """
+    admin = admin_client(kafka)
+    existing = set(admin.list_topics(timeout=10).topics)
+    doomed = [t for t in [s.name for s in topic_specs(kafka)] + (extra or []) if t in existing]
+    if doomed:
+        for name, fut in admin.delete_topics(doomed, operation_timeout=30).items():
+            try:
+                fut.result()
+            except KafkaException as exc:
+                raise BrokerError(f"deleting topic {name} failed: {exc}") from None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and set(doomed) & set(admin.list_topics(timeout=10).topics):
+            time.sleep(0.2)
+    # Creation can briefly fail while the deletion settles.
+    for attempt in range(50):
+        try:
+            bootstrap_topics(kafka)
+            return
+        except BrokerError:
+            if attempt == 49:
+                raise
+            time.sleep(0.3)
+
+
+def delete_groups(kafka: KafkaSettings, groups: list[str]) -> None:
+    """Forget consumer groups' committed offsets (they must be empty)."""
+    admin = admin_client(kafka)
+    known = set(list_groups(kafka))
+    wanted = [g for g in groups if g in known]
+    if not wanted:
+        return
+    for fut in admin.delete_consumer_groups(wanted, request_timeout=30).values():
+        with contextlib.suppress(KafkaException):  # a group that is gone already is what we want
+            fut.result()

@@ -1,16 +1,74 @@
-"""CLI command(s) of the pipeline stage (filled in by its issue)."""
+"""`python -m streaming pipeline` and `python -m streaming demo`."""
 
 from __future__ import annotations
 
-from streaming.cli_support import fail
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from streaming.cli_support import one_line_errors, settings_or_exit
+
+EnvFile = Annotated[str | None, typer.Option("--env-file", help="Settings file (default .env, or ENV_FILE).")]
+Data = Annotated[list[str] | None, typer.Option("--data", help="Tick file(s); default: a synthetic session.")]
+Symbol = Annotated[str | None, typer.Option("--symbol", help="Symbol when the file name does not say it.")]
 
 
-def pipeline() -> None:
-    """Not built yet."""
-    fail("'pipeline' is not built yet")
+def pipeline(
+    data: Data = None,
+    symbol: Symbol = None,
+    realtime: Annotated[bool, typer.Option("--realtime", help="Speed 1 with live timestamps.")] = False,
+    via_api: Annotated[bool, typer.Option("--via-api", help="Replay from the mock API instead of the files.")] = False,
+    aggregators: Annotated[int, typer.Option("--aggregators", min=1, max=6)] = 1,
+    dashboard: Annotated[bool, typer.Option("--dashboard/--no-dashboard")] = False,
+    dagster: Annotated[bool, typer.Option("--dagster/--no-dagster")] = True,
+    dagster_port: Annotated[int, typer.Option("--dagster-port")] = 3000,
+    env_file: EnvFile = None,
+) -> None:
+    """Broker, mock API, aggregator(s), Dagster, replay (and dashboard) in one shell; Ctrl+C stops all."""
+    from streaming.broker.runner import LocalCluster
+    from streaming.broker.topics import bootstrap_topics
+    from streaming.pipeline.demo_data import ensure_demo_data
+    from streaming.pipeline.services import (
+        aggregator_service,
+        api_service,
+        dagster_service,
+        dashboard_service,
+        prepare_dagster_home,
+        replay_service,
+    )
+    from streaming.pipeline.supervisor import run_services
+
+    settings = settings_or_exit(env_file)
+    with one_line_errors():
+        cluster = LocalCluster(settings.broker.run_dir, settings.broker.cache_dir, settings.kafka.brokers)
+        if cluster.bootstrap == settings.kafka.brokers:
+            cluster.up(settings.broker.start_timeout_s)
+        bootstrap_topics(settings.kafka)
+        files = [str(Path(d)) for d in data] if data else ensure_demo_data()
+        home = prepare_dagster_home(Path(os.environ.get("DAGSTER_HOME", ".dagster_home")).resolve())
+        specs = [api_service(settings, files)]
+        specs += [aggregator_service(i) for i in range(aggregators)]
+        if dagster:
+            specs.append(dagster_service(home, dagster_port))
+        if dashboard:
+            specs.append(dashboard_service(settings))
+        specs.append(replay_service(settings, files, via_api=via_api, realtime=realtime, symbol=symbol))
+        status = run_services(specs)
+    raise typer.Exit(status)
 
 
-def demo() -> None:
-    """Not built yet."""
-    fail("'demo' is not built yet")
+def demo(
+    data: Data = None,
+    symbol: Symbol = None,
+    reset: Annotated[bool, typer.Option("--reset/--no-reset", help="Start from empty topics.")] = True,
+    env_file: EnvFile = None,
+) -> None:
+    """End to end on the embedded default: replay, bars, facts with checks, validation verdict."""
+    from streaming.pipeline.demo import run_demo
 
+    settings = settings_or_exit(env_file)
+    with one_line_errors():
+        ok = run_demo(settings, [str(Path(d)) for d in data] if data else None, symbol=symbol, reset=reset)
+    raise typer.Exit(0 if ok else 1)

@@ -8,6 +8,7 @@ the supervisor says which and why, stops the rest and exits non-zero.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -45,7 +46,7 @@ class ServiceFailed(Exception):
 def http_ok(url: str, timeout: float = 1.0) -> bool:
     """Whether `url` answers with a 2xx status."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback health checks
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             return 200 <= resp.status < 300
     except Exception:
         return False
@@ -151,10 +152,8 @@ class Supervisor:
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def run_services(specs: list[ServiceSpec], console: Console | None = None,
