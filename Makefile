@@ -67,12 +67,14 @@ aggregate: $(STAMP) ## Run the 1 s bar aggregator on ticks.raw
 api: $(STAMP) ## Run the mock tick API on DATA
 	$(PYTHON) -m streaming api $(DATA) $(ARGS)
 
+DAGSTER_PREP = $(PYTHON) -c "from pathlib import Path; from streaming.pipeline.services import prepare_dagster_home; prepare_dagster_home(Path('$(DAGSTER_HOME)'))"
+
 platform: $(STAMP) ## Dagster UI and daemon (dagster dev) with DAGSTER_HOME in the project
-	mkdir -p $(DAGSTER_HOME)
+	$(DAGSTER_PREP)
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 snowflake-loader: $(STAMP) ## Run the Dagster daemon (schedule + sensor load the facts)
-	mkdir -p $(DAGSTER_HOME)
+	$(DAGSTER_PREP)
 	$(BIN)/dagster-daemon run -w workspace.yaml
 
 dashboard: $(STAMP) ## Streamlit live view
@@ -105,6 +107,7 @@ bench: $(STAMP) ## Benchmarks side by side; writes docs/benchmarks.md and bench-
 
 reliability: $(STAMP) ## Fault-injection suite; writes docs/reliability.md
 	$(PYTHON) -m pytest -q -m slow $(ARGS)
+	$(PYTHON) -m pytest -q -m "not slow" tick_platform_tests/test_reliability_broker.py tick_platform_tests/test_reliability_chaos.py tick_platform_tests/test_reliability_hostile.py tick_platform_tests/test_reliability_resources.py tick_platform_tests/test_reliability_security.py $(ARGS); status=$$?; $(PYTHON) tick_platform_tests/reliability_report.py; exit $$status
 
 clean: ## Remove the venv, caches, run folders (not data/input)
 	-$(PYTHON) -m streaming broker down
