@@ -78,7 +78,7 @@ snowflake-loader: $(STAMP) ## Run the Dagster daemon (schedule + sensor load the
 	$(BIN)/dagster-daemon run -w workspace.yaml
 
 dashboard: $(STAMP) ## Streamlit live view
-	$(BIN)/streamlit run dashboard/app.py --server.address 127.0.0.1 --server.headless true
+	$(PYTHON) -m streaming dashboard
 
 pipeline: $(STAMP) ## The whole pipeline in one shell (api, replay, aggregate, dagster); Ctrl+C stops it
 	$(PYTHON) -m streaming pipeline $(if $(DATA),--data $(DATA)) $(if $(SYMBOL),--symbol $(SYMBOL)) $(ARGS)

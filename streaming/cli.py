@@ -157,6 +157,21 @@ def smoke(brokers: Brokers = None, env_file: EnvFile = None) -> None:
         out.print(f"smoke ok: {message}")
 
 
+@app.command("dashboard")
+def dashboard(env_file: EnvFile = None) -> None:
+    """The Streamlit live view on DASHBOARD_HOST:DASHBOARD_PORT (replaces this process)."""
+    import os
+
+    from streaming.pipeline.services import dashboard_service
+
+    settings = settings_or_exit(env_file)
+    if env_file:
+        os.environ["DASHBOARD_ENV_FILE"] = env_file
+    spec = dashboard_service(settings)
+    out.print(f"dashboard on http://{settings.dashboard.host}:{settings.dashboard.port}")
+    os.execvp(spec.cmd[0], spec.cmd)
+
+
 def _register_stage_commands() -> None:
     """Stage commands live beside their stage, so the CLI stays a table of contents."""
     from streaming.aggregate.command import aggregate

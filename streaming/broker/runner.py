@@ -147,6 +147,9 @@ class LocalCluster:
         self.heap = heap
         saved = self._saved_layout()
         self.nodes = saved if saved else plan_nodes(brokers, nodes)
+        # The processes this object started: until the JVM has exec'd, /proc shows the parent's
+        # command line, so liveness during start comes from the handle, not the pid file.
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
 
     # layout -----------------------------------------------------------------
     @property
@@ -282,14 +285,21 @@ class LocalCluster:
                 cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
             )
         (ndir / "pid").write_text(str(proc.pid))
+        self._procs[node.node_id] = proc
         return proc.pid
+
+    def _exited(self, node: Node) -> bool:
+        proc = self._procs.get(node.node_id)
+        if proc is not None:
+            return proc.poll() is not None
+        return self.pid_of(node) is None
 
     def wait_ready(self, timeout_s: float = 90.0) -> None:
         """Block until every node is registered and answers metadata requests."""
         deadline = time.monotonic() + timeout_s
         last = "no answer"
         while time.monotonic() < deadline:
-            dead = [n for n in self.nodes if self.pid_of(n) is None]
+            dead = [n for n in self.nodes if self._exited(n)]
             if dead:
                 log = self.node_dir(dead[0]) / "logs" / "server.log"
                 tail = log.read_text(errors="replace").splitlines()[-5:] if log.is_file() else []
@@ -308,7 +318,8 @@ class LocalCluster:
     def stop_node(self, node_id: int, sig: int = signal.SIGTERM, timeout_s: float = 60.0) -> bool:
         """Stop one node (SIGTERM for a clean shutdown, SIGKILL for a crash) and wait for it."""
         node = self._node(node_id)
-        pid = self.pid_of(node)
+        proc = self._procs.get(node_id)
+        pid = proc.pid if proc is not None and proc.poll() is None else self.pid_of(node)
         if pid is None:
             return False
         os.kill(pid, sig)
@@ -322,6 +333,7 @@ class LocalCluster:
                 _reap(pid)
                 time.sleep(0.05)
         (self.node_dir(node) / "pid").unlink(missing_ok=True)
+        self._procs.pop(node.node_id, None)
         return True
 
     def down(self, timeout_s: float = 60.0) -> int:

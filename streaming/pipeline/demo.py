@@ -157,7 +157,7 @@ def _summary(console: Console, settings: Settings, replay: ReplaySummary, report
     table.add_row("10 ms bins → ticks.raw", f"{replay.bins:,}")
     table.add_row("DLQ records (replay)", f"{replay.dlq:,}")
     totals = report.totals
-    for key in ("bars", "bins", "ticks", "volume", "dlq"):
+    for key in ("ticks", "bins", "bars", "tick_volume", "bar_volume", "symbols", "dlq"):
         if key in totals:
             table.add_row(f"validated {key}", f"{totals[key]:,}")
     for name, rows in facts.rows.items():
@@ -165,7 +165,7 @@ def _summary(console: Console, settings: Settings, replay: ReplaySummary, report
     checks = facts.checks
     passed = sum(1 for c in checks if c.passed)
     table.add_row("asset checks passed", f"{passed}/{len(checks)}")
-    for stats in report.latency:
+    for stats in report.pipeline_latencies():
         table.add_row(f"latency {stats.name} p50/p95/p99 ms",
                       f"{stats.p50:,.0f} / {stats.p95:,.0f} / {stats.p99:,.0f}")
     for step in times:
