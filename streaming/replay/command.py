@@ -1,11 +1,76 @@
-"""CLI command(s) of the replay stage (filled in by its issue)."""
+"""`python -m streaming replay`: tick files or the mock API into 10 ms bins (Kafka, or a file with --to)."""
 
 from __future__ import annotations
 
-from streaming.cli_support import fail
+from typing import Annotated
+
+import typer
+
+from streaming.cli_support import StopFlag, console, one_line_errors, out, settings_or_exit
+
+Sources = Annotated[list[str], typer.Argument(help="Tick files (Kibot, CSV, Parquet) or a mock API /ticks URL.")]
+Symbol = Annotated[str | None, typer.Option("--symbol", help="Symbol for files without one in name or columns.")]
+Speed = Annotated[float | None, typer.Option("--speed", min=0, help="1 = real time, N = N x faster, 0 = max.")]
+Live = Annotated[bool | None, typer.Option("--live/--no-live", help="Shift event times so the first tick is now.")]
+Loop = Annotated[bool | None, typer.Option("--loop/--no-loop", help="Start over at the end, times shifted on.")]
+Spread = Annotated[bool | None, typer.Option("--spread/--no-spread", help="Spread the ticks of a second in it.")]
+MaxLate = Annotated[int | None, typer.Option("--max-late-ms", min=0, help="Allowed lateness (REPLAY_MAX_LATE_MS).")]
+To = Annotated[str | None, typer.Option("--to", help="Offline: write bins as JSON lines to this file, no Kafka.")]
+Dlq = Annotated[str | None, typer.Option("--dlq", help="Offline: write DLQ records as JSON lines here.")]
+Columns = Annotated[str | None, typer.Option("--columns", help="CSV/Parquet column mapping, e.g. price=Last,ts=Time.")]
+ChunkRows = Annotated[int | None, typer.Option("--chunk-rows", help="Rows parsed per chunk (REPLAY_CHUNK_ROWS).")]
+CommitMs = Annotated[int | None, typer.Option("--commit-interval-ms", help="Transaction length (ms).")]
+Brokers = Annotated[str | None, typer.Option("--brokers", help="Bootstrap servers (KAFKA_BROKERS).")]
+ExactlyOnce = Annotated[
+    bool | None, typer.Option("--exactly-once/--no-exactly-once", help="Transactions + resume checkpoints.")
+]
+JobId = Annotated[str | None, typer.Option("--job-id", help="Checkpoint key (default: from sources + settings).")]
+Quiet = Annotated[bool, typer.Option("--quiet", help="No progress lines, only the summary.")]
+EnvFile = Annotated[str | None, typer.Option("--env-file", help="Settings file (default .env, or ENV_FILE).")]
 
 
-def replay() -> None:
-    """Not built yet."""
-    fail("'replay' is not built yet")
+def replay(
+    sources: Sources,
+    symbol: Symbol = None,
+    speed: Speed = None,
+    live: Live = None,
+    loop: Loop = None,
+    spread: Spread = None,
+    max_late_ms: MaxLate = None,
+    to: To = None,
+    dlq: Dlq = None,
+    columns: Columns = None,
+    chunk_rows: ChunkRows = None,
+    commit_interval_ms: CommitMs = None,
+    brokers: Brokers = None,
+    exactly_once: ExactlyOnce = None,
+    job_id: JobId = None,
+    quiet: Quiet = False,
+    env_file: EnvFile = None,
+) -> None:
+    """Replay tick files (or the mock API) as 10 ms bins into ticks.raw, or into a JSON lines file with --to."""
+    settings = settings_or_exit(
+        env_file,
+        kafka={"brokers": brokers},
+        replay={
+            "symbol": symbol, "speed": speed, "live": live, "loop": loop, "spread": spread,
+            "max_late_ms": max_late_ms, "exactly_once": exactly_once, "chunk_rows": chunk_rows,
+            "commit_interval_ms": commit_interval_ms,
+        },
+    )
+    stop = StopFlag().install()
+    progress = None if quiet else console
+    with one_line_errors():
+        if to is not None:
+            from streaming.replay.offline import replay_to_jsonl
 
+            summary = replay_to_jsonl(sources, to, dlq, settings, columns=columns, stop=stop, console=progress)
+        else:
+            if dlq is not None:
+                console.print("note: --dlq is for offline runs; DLQ records go to the DLQ topic", highlight=False)
+            from streaming.replay.producer import run_replay
+
+            summary = run_replay(settings, sources, stop, job_id=job_id, columns=columns, console=progress)
+    out.print(summary.line(), highlight=False, soft_wrap=True, markup=False)
+    if stop.signal_name is not None:
+        out.print(f"stopped by {stop.signal_name}", highlight=False)

@@ -14,6 +14,8 @@ from rich.table import Table
 
 from streaming.validate.compare import Comparison, LatencyStats
 
+HISTORICAL_MS = 3_600_000
+
 
 @dataclass(frozen=True)
 class ValidationReport:
@@ -40,6 +42,10 @@ class ValidationReport:
     def latency_of(self, name: str) -> LatencyStats | None:
         """The latency statistics called `name`, if measured."""
         return next((s for s in self.latency if s.name == name), None)
+
+    def pipeline_latencies(self) -> list[LatencyStats]:
+        """The latencies that measure the pipeline (without the years-long ones of historical event times)."""
+        return [s for s in self.latency if s.p50 <= HISTORICAL_MS]
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (the `--json` report)."""
@@ -103,6 +109,10 @@ def render(report: ValidationReport, console: Console) -> None:
                     title_justify="left")
     for stats in report.latency:
         star = " *" if stats.name == report.headline_latency else ""
+        if stats.p50 > HISTORICAL_MS:
+            # Years of "latency" only say the event times are historical; the JSON keeps the numbers.
+            latency.add_row(stats.name, f"{stats.count:,}", "n/a", "", "", "", "historical event times")
+            continue
         latency.add_row(stats.name + star, f"{stats.count:,}", f"{stats.p50:,.0f}", f"{stats.p95:,.0f}",
                         f"{stats.p99:,.0f}", f"{stats.max:,.0f}", stats.description)
     console.print(Group(totals, latency))

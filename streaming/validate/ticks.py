@@ -39,7 +39,7 @@ class TickFile:
 
 def symbol_from_path(path: Path) -> str:
     """The symbol a Kibot file name starts with (`WDC_tickbidask.txt` -> `WDC`)."""
-    match = re.match(r"^([A-Za-z][A-Za-z0-9.\-]*?)(?:_|\.|$)", path.name)
+    match = re.match(r"^([A-Za-z][A-Za-z0-9.\-]*)_", path.name)
     if not match:
         raise SourceError(f"cannot tell the symbol from the file name {path.name!r}; pass --symbol")
     return match.group(1).upper()

@@ -1,0 +1,303 @@
+"""The replay loop without I/O of its own: tick chunks in, paced, binned; steps of bins and DLQ records out.
+
+A sink (JSON lines file or Kafka) writes each step and commits `checkpoint()` now and then;
+starting an engine from a checkpoint skips what was committed and rebuilds the open bins.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+import polars as pl
+
+from streaming.cli_support import StopFlag
+from streaming.config import ReplaySettings
+from streaming.errors import SourceError
+from streaming.records import DlqRecord, clip_payload
+from streaming.replay.binning import NO_TIME, Binner
+from streaming.replay.checkpoint import Checkpoint
+from streaming.replay.pacing import Schedule, live_shift_ms, loop_period_ms
+from streaming.sources.files import DEFAULT_CHUNK_ROWS, source_format, tick_stream
+from streaming.sources.frames import SKIP_REASONS, TickChunk
+
+# A paced replay wakes at least this often to close bins on the schedule's clock and to see a stop.
+MAX_NAP_S = 0.05
+
+
+@dataclass(frozen=True)
+class Step:
+    """One unit of output: closed bins (sorted by end, symbol) and DLQ records, plus what it consumed."""
+
+    bins: pl.DataFrame
+    dlq: list[DlqRecord] = field(default_factory=list)
+    ticks: int = 0
+    skipped: int = 0
+    event_ts_ms: int | None = None
+    due_ms: float | None = None
+
+
+def _is_url(source: str) -> bool:
+    return "://" in source
+
+
+class ReplayEngine:
+    """Turns the sources into steps, following the settings (speed, live, loop, spread, lateness)."""
+
+    def __init__(
+        self,
+        sources: Sequence[str],
+        settings: ReplaySettings,
+        job_id: str,
+        *,
+        columns: str | None = None,
+        stop: StopFlag | None = None,
+        resume: Checkpoint | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.sources = list(sources)
+        if not self.sources:
+            raise SourceError("no tick source given")
+        for source in self.sources:
+            if not _is_url(source):
+                source_format(Path(source))  # a missing or unreadable file fails here, before any output
+        self.settings = settings
+        self.job_id = job_id
+        self.columns = columns
+        self.stop = stop
+        self.clock = clock
+        self.binner = Binner(settings.bin_ms, settings.max_late_ms)
+        count = len(self.sources)
+        self.resume_at = [1] * count
+        self.rejects_next = [1] * count
+        self.round = 0
+        self.period_ms = 0
+        self.shift_ms: int | None = None
+        self.ticks = self.bins = self.dlq = self.skipped = 0
+        self.dlq_by_reason: dict[str, int] = {}
+        self.first_event_ts: int | None = None
+        self.finished = False
+        self.resumed = resume is not None
+        self._rebuild_from: list[int] | None = None
+        self._schedule: Schedule | None = None
+        self._orig_first: int | None = None
+        self._orig_max = NO_TIME
+        if resume is not None:
+            self._restore(resume)
+        # Ticks are paced here only for files; an API source paces itself.
+        self.paced = settings.speed > 0 and not all(_is_url(s) for s in self.sources)
+
+    def _restore(self, ckpt: Checkpoint) -> None:
+        self.round, self.period_ms, self.shift_ms = ckpt.round, ckpt.period_ms, ckpt.shift_ms
+        self.resume_at = list(ckpt.resume_at)
+        self.rejects_next = list(ckpt.rejects_next)
+        self._rebuild_from = list(ckpt.rebuild_from)
+        self.ticks, self.bins, self.dlq, self.skipped = ckpt.ticks, ckpt.bins, ckpt.dlq, ckpt.skipped
+        self.binner.restore(ckpt.watermark, ckpt.max_event_ts)
+
+    # ---- the loop -------------------------------------------------------------------------------
+
+    def steps(self) -> Iterator[Step]:
+        """Steps until the input ends (then every open bin is flushed) or the stop flag is set."""
+        while True:
+            saw_ticks = False
+            for chunk in tick_stream(
+                self.sources,
+                self.settings.symbol,
+                self.settings.chunk_rows or DEFAULT_CHUNK_ROWS,
+                spread=self.settings.spread,
+                columns=self.columns,
+            ):
+                if self._stopped():
+                    return
+                dlq, skipped = self._rejects(chunk)
+                ticks = self._prepare(chunk.ticks)
+                saw_ticks = saw_ticks or ticks.height > 0
+                if self.paced and ticks.height:
+                    if dlq or skipped:
+                        yield self._counted(Step(self.binner.advance(NO_TIME), dlq, 0, skipped))
+                    for step in self._paced(ticks):
+                        yield step
+                        if self._stopped():
+                            return
+                else:
+                    yield self._process(ticks, dlq, skipped, None)
+            if self._stopped():
+                return
+            self._rebuild_from = None
+            if not (self.settings.loop and (saw_ticks or self._orig_first is not None)):
+                break
+            # Next round: the same ticks again, shifted past the last one; close this round first.
+            if self.period_ms == 0 and self._orig_first is not None:
+                self.period_ms = loop_period_ms(self._orig_first, self._orig_max)
+            yield self._counted(Step(self.binner.flush()))
+            self.round += 1
+            self.resume_at = [1] * len(self.sources)
+        yield self._counted(Step(self.binner.flush()))
+        self.finished = True
+
+    def _stopped(self) -> bool:
+        return bool(self.stop) if self.stop is not None else False
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def _counted(self, step: Step) -> Step:
+        self.bins += step.bins.height
+        self.dlq += len(step.dlq)
+        for record in step.dlq:
+            self.dlq_by_reason[record.reason] = self.dlq_by_reason.get(record.reason, 0) + 1
+        self.ticks += step.ticks
+        self.skipped += step.skipped
+        return step
+
+    # ---- input ----------------------------------------------------------------------------------
+
+    def _rejects(self, chunk: TickChunk) -> tuple[list[DlqRecord], int]:
+        """DLQ records for bad rows and the count of skipped rows not yet counted before a restart."""
+        rejects = chunk.rejects
+        if rejects.height == 0 or self.round > 0:
+            return [], 0
+        floor = np.asarray(self.rejects_next)[rejects["src"].to_numpy()]
+        rejects = rejects.filter(pl.Series(rejects["line"].to_numpy() >= floor))
+        if rejects.height == 0:
+            return [], 0
+        for src, line in rejects.group_by("src").agg(pl.col("line").max()).iter_rows():
+            self.rejects_next[src] = max(self.rejects_next[src], line + 1)
+        skip = rejects["reason"].is_in(list(SKIP_REASONS))
+        now = self._now_ms()
+        records = [
+            DlqRecord(
+                stage="replay",
+                reason=reason,
+                detail=detail,
+                source=file,
+                position={"line": line},
+                payload=clip_payload(payload),
+                dlq_ts_ms=now,
+            )
+            for file, line, reason, detail, payload in rejects.filter(~skip)
+            .select("file", "line", "reason", "detail", "payload")
+            .iter_rows()
+        ]
+        return records, int(skip.sum())
+
+    def _prepare(self, ticks: pl.DataFrame) -> pl.DataFrame:
+        """Round and live shifts, `orig_ts_ms`; after a restart, drop committed ticks and rebuild open bins."""
+        if ticks.height == 0:
+            return ticks
+        first_orig, max_orig = int(ticks["ts_ms"][0]), int(ticks["order_ts"][-1])
+        if self._orig_first is None:
+            self._orig_first = first_orig
+        self._orig_max = max(self._orig_max, max_orig)
+        if self.settings.live and self.shift_ms is None:
+            self.shift_ms = live_shift_ms(first_orig, self._now_ms())
+        offset = (self.shift_ms or 0) + self.round * self.period_ms
+        ticks = ticks.with_columns(
+            orig_ts_ms=pl.col("ts_ms"),
+            ts_ms=pl.col("ts_ms") + offset,
+            order_ts=pl.col("order_ts") + offset,
+        )
+        if self._rebuild_from is not None:
+            srcs = ticks["src"].to_numpy()
+            lines = ticks["seq"].to_numpy()
+            keep = lines >= np.asarray(self._rebuild_from)[srcs]
+            fresh = lines >= np.asarray(self.resume_at)[srcs]
+            rebuild = ticks.filter(pl.Series(keep & ~fresh))
+            if rebuild.height:
+                self.binner.adopt(rebuild.with_columns(api_send_ts_ms=pl.col("api_send_ts_ms").fill_null(self._now_ms())))
+            ticks = ticks.filter(pl.Series(fresh))
+        return ticks
+
+    # ---- binning --------------------------------------------------------------------------------
+
+    def _process(self, ticks: pl.DataFrame, dlq: list[DlqRecord], skipped: int, due: float | None) -> Step:
+        if ticks.height == 0:
+            return self._counted(Step(self.binner.advance(NO_TIME), dlq, 0, skipped))
+        stamp = int(due) if due is not None else self._now_ms()
+        ticks = ticks.with_columns(api_send_ts_ms=pl.col("api_send_ts_ms").fill_null(stamp))
+        if self.first_event_ts is None:
+            self.first_event_ts = int(ticks["ts_ms"][0])
+        result = self.binner.push(ticks)
+        records = list(dlq)
+        if result.late.height:
+            now = self._now_ms()
+            for row in result.late.iter_rows(named=True):
+                records.append(
+                    DlqRecord(
+                        stage="replay",
+                        reason="late",
+                        detail=f"bin already closed: watermark {row['watermark_ms']} >= bin end",
+                        source=row["file"],
+                        position={"line": row["line"]},
+                        payload=orjson.dumps(
+                            {k: row[k] for k in ("symbol", "ts_ms", "price", "bid", "ask", "size")}
+                        ).decode(),
+                        dlq_ts_ms=now,
+                        late_by_ms=row["late_by_ms"],
+                        event_ts_ms=row["ts_ms"],
+                        symbol=row["symbol"],
+                    )
+                )
+        for src, seq in ticks.group_by("src").agg(pl.col("seq").max()).iter_rows():
+            self.resume_at[src] = max(self.resume_at[src], seq + 1)
+        return self._counted(Step(result.bins, records, ticks.height, skipped, int(ticks["ts_ms"][-1]), due))
+
+    def _paced(self, ticks: pl.DataFrame) -> Iterator[Step]:
+        """Release ticks when the schedule says so; meanwhile close bins on the schedule's clock."""
+        order = ticks["order_ts"].to_numpy()
+        if self._schedule is None:
+            self._schedule = Schedule(self.settings.speed, self.clock() * 1000, int(order[0]))
+        due = self._schedule.due_ms(order)
+        done, total = 0, ticks.height
+        while done < total:
+            now = self.clock() * 1000
+            upto = int(np.searchsorted(due, now, side="right"))
+            if upto > done:
+                yield self._process(ticks.slice(done, upto - done), [], 0, float(due[done]))
+                done = upto
+                continue
+            # Nothing due yet: the schedule's clock (never past the next tick) may close bins.
+            reached = min(self._schedule.event_now(now), float(order[done]))
+            closed = self.binner.advance(int(reached) - self.settings.max_late_ms)
+            if closed.height:
+                yield self._counted(Step(closed))
+            nap = min(MAX_NAP_S, max(0.0, (due[done] - self.clock() * 1000) / 1000))
+            if self.stop is not None:
+                if self.stop.wait(nap):
+                    return
+            else:
+                time.sleep(nap)
+        return
+
+    # ---- position -------------------------------------------------------------------------------
+
+    def checkpoint(self) -> Checkpoint:
+        """The resume position after everything yielded so far."""
+        rebuild_from = list(self.resume_at)
+        open_ticks = self.binner.open_ticks
+        if open_ticks.height:
+            for src, seq in open_ticks.group_by("src").agg(pl.col("seq").min()).iter_rows():
+                rebuild_from[src] = min(rebuild_from[src], seq)
+        return Checkpoint(
+            job_id=self.job_id,
+            sources=self.sources,
+            round=self.round,
+            period_ms=self.period_ms,
+            shift_ms=self.shift_ms,
+            resume_at=list(self.resume_at),
+            rebuild_from=rebuild_from,
+            rejects_next=list(self.rejects_next),
+            watermark=self.binner.watermark,
+            max_event_ts=self.binner.max_event_ts,
+            ticks=self.ticks,
+            bins=self.bins,
+            dlq=self.dlq,
+            skipped=self.skipped,
+            done=self.finished,
+            committed_ts_ms=self._now_ms(),
+        )

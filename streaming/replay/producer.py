@@ -1,0 +1,147 @@
+"""The replay producer: bins into ticks.raw (key = symbol), bad input into ticks.dlq.
+
+Idempotent and acks=all; with REPLAY_EXACTLY_ONCE each commit interval is one Kafka transaction
+that also carries a checkpoint record, so a restart (after kill -9 too) resumes without
+publishing any bin twice or losing one (docs/processing_strategy.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+from rich.console import Console
+
+from streaming.cli_support import StopFlag
+from streaming.config import KafkaSettings, Settings
+from streaming.errors import BrokerError
+from streaming.records import encode
+from streaming.replay.checkpoint import CHECKPOINT_TOPIC, Checkpoint, derive_job_id
+from streaming.replay.driver import drive
+from streaming.replay.encoding import bin_json_lines
+from streaming.replay.engine import ReplayEngine, Step
+from streaming.replay.kafka_io import ensure_checkpoint_topic, producer_config, read_checkpoint
+from streaming.replay.summary import ReplaySummary
+
+DLQ_KEY = b"replay"
+
+
+class KafkaSink:
+    """Produces steps; in transactional mode commits them with the checkpoint."""
+
+    def __init__(self, kafka: KafkaSettings, producer: Producer, transactional: bool, checkpoint_topic: str) -> None:
+        self.kafka = kafka
+        self.producer = producer
+        self.transactional = transactional
+        self.checkpoint_topic = checkpoint_topic
+        self._in_txn = False
+        self._errors: list[str] = []
+
+    def _on_delivery(self, err: KafkaError | None, _msg: object) -> None:
+        if err is not None:
+            self._errors.append(str(err))
+
+    def _produce(self, topic: str, value: bytes | str, key: bytes | str) -> None:
+        # Transactions report a failed delivery at commit; without them a callback has to.
+        callback = None if self.transactional else self._on_delivery
+        while True:
+            try:
+                self.producer.produce(topic, value, key, on_delivery=callback)
+                return
+            except BufferError:
+                # The local queue is full: let librdkafka send, then retry.
+                self.producer.poll(0.05)
+
+    def _begin(self) -> None:
+        if self.transactional and not self._in_txn:
+            self.producer.begin_transaction()
+            self._in_txn = True
+
+    def write(self, step: Step) -> None:
+        """Produce the step's bins (key = symbol) and DLQ records (key = stage)."""
+        if step.bins.height == 0 and not step.dlq:
+            return
+        self._begin()
+        topic = self.kafka.topic_raw
+        lines = bin_json_lines(step.bins, int(time.time() * 1000))
+        symbols = step.bins["symbol"].to_list()
+        produce = self.producer.produce
+        callback = None if self.transactional else self._on_delivery
+        # The hot loop: one C call per bin, the slow path only when the local queue is full.
+        for symbol, value in zip(symbols, lines, strict=True):
+            try:
+                produce(topic, value, symbol, on_delivery=callback)
+            except BufferError:
+                self._produce(topic, value, symbol)
+        for record in step.dlq:
+            self._produce(self.kafka.topic_dlq, encode(record), DLQ_KEY)
+        self.producer.poll(0)
+        self._raise_delivery_errors()
+
+    def commit(self, checkpoint: Checkpoint) -> None:
+        """Transactional: the checkpoint joins the open transaction, which is committed. Else: flush."""
+        if not self.transactional:
+            self.producer.flush(60)
+            self._raise_delivery_errors()
+            return
+        self._begin()
+        self._produce(self.checkpoint_topic, encode(checkpoint), checkpoint.job_id.encode())
+        try:
+            self.producer.commit_transaction(60)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.txn_requires_abort():
+                self.producer.abort_transaction(30)
+            self._in_txn = False
+            raise BrokerError(f"commit of a replay transaction failed ({error}); rerun to resume") from None
+        self._in_txn = False
+
+    def close(self) -> None:
+        """Abort a transaction left open by an error; deliver what is queued."""
+        if self._in_txn:
+            with contextlib.suppress(KafkaException):
+                self.producer.abort_transaction(30)
+            self._in_txn = False
+        self.producer.flush(60)
+
+    def _raise_delivery_errors(self) -> None:
+        if self._errors:
+            raise BrokerError(f"Kafka delivery failed: {self._errors[0]}")
+
+
+def run_replay(
+    settings: Settings,
+    sources: list[str],
+    stop: StopFlag | None = None,
+    *,
+    job_id: str | None = None,
+    columns: str | None = None,
+    console: Console | None = None,
+    checkpoint_topic: str = CHECKPOINT_TOPIC,
+) -> ReplaySummary:
+    """Replay `sources` into Kafka; resumes an unfinished run of the same job (exactly-once mode)."""
+    replay, kafka = settings.replay, settings.kafka
+    job = job_id or derive_job_id(sources, replay, kafka.topic_raw, columns)
+    resume: Checkpoint | None = None
+    if replay.exactly_once:
+        ensure_checkpoint_topic(kafka, checkpoint_topic)
+        producer = Producer(producer_config(kafka, replay, f"{replay.transactional_id}-{job}"))
+        try:
+            # Fences a previous incarnation and aborts its open transaction before we read the checkpoint.
+            producer.init_transactions(60)
+        except KafkaException as exc:
+            raise BrokerError(f"cannot start a transactional producer on {kafka.brokers}: {exc}") from None
+        last = read_checkpoint(kafka, checkpoint_topic, job)
+        if last is not None and not last.done and not any("://" in s for s in sources):
+            resume = last
+            if console is not None:
+                console.print(
+                    f"resuming job {job}: {last.ticks:,} ticks and {last.bins:,} bins were committed before",
+                    highlight=False,
+                )
+    else:
+        producer = Producer(producer_config(kafka, replay, None))
+    engine = ReplayEngine(sources, replay, job, columns=columns, stop=stop, resume=resume)
+    sink = KafkaSink(kafka, producer, replay.exactly_once, checkpoint_topic)
+    return drive(engine, sink, replay.commit_interval_ms, replay.progress_interval_s, console)

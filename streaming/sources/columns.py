@@ -1,0 +1,117 @@
+"""Generic tick tables (CSV with a header, Parquet): which column is which, and their timestamps."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from streaming.errors import SourceError
+from streaming.sources.kibot import EXCHANGE_TZ, eastern_to_epoch_ms
+
+# Accepted column names per tick field (case-insensitive), unless a mapping names the column.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "symbol": ("symbol", "ticker", "sym"),
+    "ts": ("ts_ms", "timestamp", "ts", "datetime", "event_ts_ms", "time_ms"),
+    "date": ("date",),
+    "time": ("time",),
+    "price": ("price", "last", "trade_price"),
+    "bid": ("bid",),
+    "ask": ("ask", "offer"),
+    "size": ("size", "volume", "qty", "quantity"),
+}
+REQUIRED = ("price", "size")
+
+
+def parse_mapping(text: str | None) -> dict[str, str]:
+    """`price=Last,size=Qty` -> {"price": "Last", "size": "Qty"}; raises SourceError on a bad entry."""
+    mapping: dict[str, str] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        field, sep, column = part.partition("=")
+        field = field.strip().lower()
+        if not sep or field not in ALIASES or not column.strip():
+            raise SourceError(f"bad column mapping {part!r}: expected FIELD=COLUMN with FIELD in {sorted(ALIASES)}")
+        mapping[field] = column.strip()
+    return mapping
+
+
+def resolve_columns(header: list[str], mapping: dict[str, str], source: str) -> dict[str, str]:
+    """Tick field -> column of this table, from the mapping or the aliases."""
+    by_lower = {name.strip().lower(): name for name in header}
+    resolved: dict[str, str] = {}
+    for field, aliases in ALIASES.items():
+        if field in mapping:
+            if mapping[field] not in header:
+                raise SourceError(f"{source}: mapped column {mapping[field]!r} for {field} is not in {header}")
+            resolved[field] = mapping[field]
+            continue
+        found = next((by_lower[a] for a in aliases if a in by_lower), None)
+        if found is not None:
+            resolved[field] = found
+    missing = [f for f in REQUIRED if f not in resolved]
+    if "ts" not in resolved and not {"date", "time"} <= resolved.keys():
+        missing.append("ts (or date + time)")
+    if missing:
+        raise SourceError(
+            f"{source}: cannot find column(s) {', '.join(missing)} in {header}; give a mapping like price=Last,ts=Time"
+        )
+    return resolved
+
+
+def epoch_ms(values: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """Timestamps of any common form -> UTC epoch ms; naive wall clock is taken as America/New_York."""
+    if dtype.is_integer():
+        return values.cast(pl.Int64)
+    if dtype.is_float():
+        return values.round(0).cast(pl.Int64, strict=False)
+    if isinstance(dtype, pl.Datetime):
+        zoned = values if dtype.time_zone else values.dt.replace_time_zone(
+            EXCHANGE_TZ, ambiguous="earliest", non_existent="null"
+        )
+        return zoned.dt.epoch("ms")
+    text = values.cast(pl.String).str.strip_chars()
+    as_int = text.cast(pl.Int64, strict=False)
+    iso = text.str.replace(" ", "T", literal=True)
+    aware = iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%z", time_unit="ms", strict=False).dt.epoch("ms")
+    naive = (
+        iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", time_unit="ms", strict=False)
+        .dt.replace_time_zone(EXCHANGE_TZ, ambiguous="earliest", non_existent="null")
+        .dt.epoch("ms")
+    )
+    return pl.coalesce(as_int, aware, naive)
+
+
+def table_candidates(
+    table: pl.DataFrame, columns: dict[str, str], symbol: str | None, lines: pl.Series, payload: pl.Series
+) -> pl.DataFrame:
+    """A raw table chunk -> the candidate rows `frames.checked` judges."""
+    def col(field: str, dtype: pl.DataType) -> pl.Expr:
+        if field not in columns:
+            return pl.lit(None, dtype)
+        expr = pl.col(columns[field])
+        if table.schema[columns[field]] == pl.String:
+            expr = expr.str.strip_chars().str.strip_chars('"')
+        return expr.cast(dtype, strict=False)
+
+    if "ts" in columns:
+        ts = epoch_ms(pl.col(columns["ts"]), table.schema[columns["ts"]])
+    else:
+        ts = eastern_to_epoch_ms(pl.col(columns["date"]).cast(pl.String), pl.col(columns["time"]).cast(pl.String))
+    sym = col("symbol", pl.String()) if "symbol" in columns else pl.lit(None, pl.String)
+    if symbol is not None:
+        sym = pl.lit(symbol, pl.String) if "symbol" not in columns else pl.coalesce(sym, pl.lit(symbol))
+    return table.select(
+        lines.alias("line"),
+        payload.alias("payload"),
+        sym.alias("symbol"),
+        ts.alias("ts_ms"),
+        col("price", pl.Float64()).alias("price"),
+        col("bid", pl.Float64()).alias("bid"),
+        col("ask", pl.Float64()).alias("ask"),
+        col("size", pl.Float64()).alias("size_f"),
+        pl.lit(None, pl.String).alias("reason"),
+        pl.lit(None, pl.String).alias("detail"),
+    ).with_columns(
+        # A size must be a whole number; 100.0 is fine, 100.5 is not.
+        size=pl.when(pl.col("size_f") == pl.col("size_f").round(0)).then(pl.col("size_f").cast(pl.Int64, strict=False))
+    ).drop("size_f")

@@ -1,0 +1,124 @@
+"""Open any tick source file (Kibot, generic CSV, Parquet) as a chunked, optionally spread stream."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import polars as pl
+
+from streaming.errors import SourceError
+from streaming.sources.columns import parse_mapping
+from streaming.sources.frames import PUBLIC_COLUMNS, TickChunk
+from streaming.sources.kibot import is_kibot_header, read_kibot
+from streaming.sources.lines import first_line, open_checked
+from streaming.sources.merge import merge_streams, with_order_ts
+from streaming.sources.naming import symbol_from_filename
+from streaming.sources.spread import SecondSpreader
+from streaming.sources.tables import read_csv_table, read_parquet_table
+
+DEFAULT_CHUNK_ROWS = 200_000
+MIN_FILE_CHUNK_ROWS = 1_000
+PARQUET_SUFFIXES = {".parquet", ".pq"}
+_KIBOT_ROW = re.compile(r"^\d{1,2}/\d{1,2}/\d{4},\d{1,2}:\d{2}:\d{2},")
+
+
+def source_format(path: Path) -> str:
+    """"kibot", "csv" or "parquet"; SourceError for a missing or unreadable file."""
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        if not path.is_file():
+            raise SourceError(f"{path}: no such file")
+        return "parquet"
+    open_checked(path)
+    line = first_line(path)
+    if not line or is_kibot_header(line) or _KIBOT_ROW.match(line):
+        return "kibot"
+    if line[:1].isalpha() or line[:1] == '"':
+        return "csv"
+    raise SourceError(
+        f"{path}: unrecognised format (first line {line[:60]!r}); expected Kibot Date,Time,Price,Bid,Ask,Size, "
+        "a CSV with a header, or Parquet"
+    )
+
+
+def open_file(
+    path: Path, src: int, symbol: str | None, chunk_rows: int, columns: dict[str, str] | None = None
+) -> Iterator[TickChunk]:
+    """One file's chunks in file order (SourceError at once when it cannot be read)."""
+    fmt = source_format(path)
+    chosen = symbol or symbol_from_filename(path)
+    if fmt == "kibot":
+        if chosen is None:
+            raise SourceError(
+                f"{path}: cannot tell the symbol (name the file SYMBOL_..., e.g. WDC_tickbidask.txt, or pass --symbol)"
+            )
+        return read_kibot(path, chosen, chunk_rows, src)
+    if fmt == "csv":
+        return read_csv_table(path, chosen, columns or {}, chunk_rows, src)
+    return read_parquet_table(path, chosen, columns or {}, chunk_rows, src)
+
+
+def spread_stream(stream: Iterator[TickChunk], whole_seconds_only: bool) -> Iterator[TickChunk]:
+    """Spread the ticks of each second; sources with sub-second times are left alone."""
+    spreader = SecondSpreader()
+    decided: bool | None = None if whole_seconds_only else True
+    for chunk in stream:
+        if decided is None and chunk.ticks.height:
+            decided = bool((chunk.ticks["ts_ms"] % 1000 == 0).all())
+        if not decided:
+            yield chunk
+            continue
+        yield TickChunk(spreader.push(chunk.ticks), chunk.rejects)
+    tail = spreader.flush()
+    if tail.height:
+        yield TickChunk(tail)
+
+
+def tick_stream(
+    paths: Sequence[str | Path],
+    symbol: str | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    spread: bool = False,
+    columns: str | dict[str, str] | None = None,
+) -> Iterator[TickChunk]:
+    """All files merged in event-time order, with rejects and skipped rows, every tick with `src` and `order_ts`.
+
+    Every file is opened (and its format checked) before the first chunk is returned.
+    """
+    if not paths:
+        raise SourceError("no tick source given")
+    mapping = parse_mapping(columns) if isinstance(columns, str) or columns is None else columns
+    # The merge holds a chunk of every file at once: share the chunk budget so memory stays flat.
+    chunk_rows = max(MIN_FILE_CHUNK_ROWS, chunk_rows // len(paths))
+    streams: list[Iterator[TickChunk]] = []
+    for src, raw in enumerate(paths):
+        if "://" in str(raw):
+            from streaming.sources.http_source import api_ticks
+
+            api = api_ticks(str(raw), chunk_rows, src)
+            streams.append(with_order_ts(spread_stream(api, whole_seconds_only=True) if spread else api))
+            continue
+        path = Path(raw)
+        stream = open_file(path, src, symbol, chunk_rows, mapping)
+        if spread:
+            stream = spread_stream(stream, whole_seconds_only=source_format(path) != "kibot")
+        streams.append(with_order_ts(stream))
+    return merge_streams(streams)
+
+
+def read_ticks(
+    paths: str | Path | Sequence[str | Path],
+    symbol: str | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    columns: str | dict[str, str] | None = None,
+) -> Iterator[pl.DataFrame]:
+    """Good ticks of one or more files in event-time order, without spreading, in chunks.
+
+    Columns: symbol, ts_ms (UTC epoch ms), price, bid, ask, size, file, line (1-based). Bad rows
+    are left out (the replay dead-letters them); SourceError for a missing or unreadable file.
+    """
+    chosen = [paths] if isinstance(paths, str | Path) else list(paths)
+    for chunk in tick_stream(chosen, symbol, chunk_rows, spread=False, columns=columns):
+        if chunk.ticks.height:
+            yield chunk.ticks.select(PUBLIC_COLUMNS)

@@ -1,0 +1,100 @@
+"""Ticks from the mock API's NDJSON stream, in chunks, for the replay (the client edge)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import msgspec
+import polars as pl
+
+from streaming.errors import SourceError
+from streaming.sources.frames import TickChunk, checked
+
+WIRE_SCHEMA = {
+    "symbol": pl.String, "ts_ms": pl.Int64, "price": pl.Float64, "bid": pl.Float64, "ask": pl.Float64,
+    "size": pl.Int64, "seq": pl.Int64, "api_send_ts_ms": pl.Int64,
+}
+# An API at speed 1 trickles: hand on what arrived at least this often.
+MAX_HOLD_S = 0.05
+
+
+class _WireTick(msgspec.Struct):
+    symbol: str
+    ts_ms: int
+    price: float
+    size: int
+    bid: float | None = None
+    ask: float | None = None
+    seq: int | None = None
+    api_send_ts_ms: int | None = None
+
+
+_wire_decoder = msgspec.json.Decoder(_WireTick)
+
+
+def parse_ndjson_lines(lines: list[bytes], first_line: int, url: str, src: int) -> TickChunk:
+    """Decode a batch of NDJSON lines; lines that are not tick JSON become `malformed` rejects."""
+    rows: list[dict[str, object]] = []
+    bad: list[tuple[int, str, str]] = []
+    for offset, raw in enumerate(lines):
+        number = first_line + offset
+        if not raw.strip():
+            continue
+        try:
+            tick = _wire_decoder.decode(raw)
+        except msgspec.DecodeError as exc:
+            bad.append((number, str(exc), raw.decode("utf-8", errors="replace")))
+            continue
+        rows.append({**msgspec.structs.asdict(tick), "line": number, "payload": ""})
+    frame = pl.DataFrame(rows, schema={**WIRE_SCHEMA, "line": pl.Int64, "payload": pl.String})
+    candidates = frame.select(
+        "line", "payload", "symbol", "ts_ms", "price", "bid", "ask", "size",
+        pl.lit(None, pl.String).alias("reason"), pl.lit(None, pl.String).alias("detail"),
+    )
+    judged = checked(candidates, url, src)
+    sends = frame.filter(pl.col("line").is_in(judged.ticks["line"].implode()))["api_send_ts_ms"]
+    ticks = judged.ticks.with_columns(api_send_ts_ms=sends)
+    rejects = judged.rejects.with_columns(
+        payload=pl.when(pl.col("payload") == "").then(pl.lit("(tick json)")).otherwise(pl.col("payload"))
+    )
+    if bad:
+        extra = pl.DataFrame(
+            {
+                "file": [url] * len(bad), "line": [b[0] for b in bad], "src": [src] * len(bad),
+                "reason": ["malformed"] * len(bad), "detail": [b[1] for b in bad], "payload": [b[2] for b in bad],
+            },
+            schema=rejects.schema,
+        )
+        rejects = pl.concat([rejects, extra])
+    return TickChunk(ticks, rejects)
+
+
+def api_ticks(url: str, chunk_rows: int, src: int = 0, timeout_s: float = 30.0) -> Iterator[TickChunk]:
+    """Stream `url` (the API's /ticks) as TickChunks; SourceError when it cannot be reached or refuses."""
+    try:
+        with httpx.stream("GET", url, timeout=httpx.Timeout(timeout_s, read=None)) as response:
+            if response.status_code != 200:
+                response.read()
+                raise SourceError(f"{url}: HTTP {response.status_code}: {response.text[:300]}")
+            pending = b""
+            lines: list[bytes] = []
+            line_no = 1
+            held_since = time.monotonic()
+            for data in response.iter_bytes():
+                pending += data
+                parts = pending.split(b"\n")
+                pending = parts.pop()
+                lines.extend(parts)
+                if len(lines) >= chunk_rows or (lines and time.monotonic() - held_since >= MAX_HOLD_S):
+                    yield parse_ndjson_lines(lines, line_no, url, src)
+                    line_no += len(lines)
+                    lines = []
+                    held_since = time.monotonic()
+            if pending.strip():
+                lines.append(pending)
+            if lines:
+                yield parse_ndjson_lines(lines, line_no, url, src)
+    except httpx.HTTPError as exc:
+        raise SourceError(f"{url}: {type(exc).__name__}: {exc}") from None
