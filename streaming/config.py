@@ -126,6 +126,8 @@ class AggSettings(BaseSettings):
     revise_horizon_ms: int = Field(60_000, ge=0)
     group_id: str = "tick-aggregator"
     transactional_id_prefix: str = "tick-aggregator"
+    # Stable per-process suffix of transactional.id (and static group.instance.id); default host-pid.
+    instance_id: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,100}$")
     exactly_once: bool = True
     commit_interval_ms: int = Field(100, ge=1)
     max_open_windows: int = Field(1_000_000, ge=1)

@@ -74,7 +74,8 @@ def decode_bin(raw: bytes | None) -> Bin | tuple[str, str]:
         return classify_poison(raw, None)
     try:
         b = bin_decoder.decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
+        # invalid UTF-8 inside a JSON string surfaces as UnicodeDecodeError, not DecodeError
         return classify_poison(raw, exc)
     problem = check_bin(b)
     if problem is not None:

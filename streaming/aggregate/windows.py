@@ -17,7 +17,7 @@ Semantics (docs/aggregator.md):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from streaming.records import Bar, Bin, make_bar_id
@@ -50,10 +50,16 @@ class LateBin:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """What a commit stores beside the offset, enough to rebuild the open windows."""
+    """What a commit stores beside the offset, enough to rebuild the open windows.
+
+    `closes` (revise policy only) maps the start of each closed window still kept for
+    revisions to the first offset processed after it closed: bins from there on were
+    late, which is how a rebuild recovers the revision numbers.
+    """
 
     rebuild_from: int
     watermark: int | None
+    closes: dict[int, int] = field(default_factory=dict)
 
 
 class WindowAcc:
@@ -136,11 +142,13 @@ class WindowAcc:
 class PartitionWindows:
     """Open windows and watermark of one input partition; emitted bars and late bins queue up for `drain`."""
 
-    def __init__(self, config: WindowConfig, watermark: int | None = None) -> None:
+    def __init__(self, config: WindowConfig, watermark: int | None = None,
+                 closes: dict[int, int] | None = None) -> None:
         self.config = config
         self.watermark = NO_WATERMARK if watermark is None else watermark
         self.open: dict[int, dict[str, WindowAcc]] = {}
         self.closed: dict[int, dict[str, WindowAcc]] = {}  # kept for revisions only
+        self.closes: dict[int, int] = dict(closes or {})  # closed window start -> first offset after closing
         self.open_count = 0
         self.bars: list[Bar] = []
         self.late: list[LateBin] = []
@@ -160,7 +168,7 @@ class PartitionWindows:
         if wm > self.watermark:
             self.watermark = wm
             if wm >= self._next_close_end:
-                self._close_until(wm, now_ms)
+                self._close_until(wm, now_ms, offset)
         start = ts - ts % self._window
         end = start + self._window
         if end <= self.watermark:
@@ -176,7 +184,7 @@ class PartitionWindows:
             bucket[b.symbol] = WindowAcc(b, start, end, offset)
             self.open_count += 1
             if self.open_count > self.config.max_open_windows:
-                self._close_oldest(now_ms)
+                self._close_oldest(now_ms, offset + 1)
         else:
             acc.merge(b)
 
@@ -205,13 +213,13 @@ class PartitionWindows:
 
     # -- wall-clock driven flushes --------------------------------------------------------
 
-    def flush_idle(self, now_ms: int) -> int:
-        """Quiet partition: advance the watermark to the end of the newest open window; returns bars emitted."""
+    def flush_idle(self, now_ms: int, next_offset: int = 0) -> int:
+        """Quiet partition: move the watermark to the end of the newest open window; returns bars emitted."""
         if not self.open:
             return 0
         before = len(self.bars)
         self.watermark = max(self.watermark, max(self.open) + self._window)
-        self._close_until(self.watermark, now_ms)
+        self._close_until(self.watermark, now_ms, next_offset)
         return len(self.bars) - before
 
     flush_all = flush_idle
@@ -226,7 +234,8 @@ class PartitionWindows:
                 for acc in bucket.values():
                     if acc.first_offset < rebuild_from:
                         rebuild_from = acc.first_offset
-        return Checkpoint(rebuild_from, None if self.watermark == NO_WATERMARK else self.watermark)
+        return Checkpoint(rebuild_from, None if self.watermark == NO_WATERMARK else self.watermark,
+                          {s: self.closes[s] for s in self.closed if s in self.closes})
 
     def drain(self) -> tuple[list[Bar], list[LateBin]]:
         """Take the bars and late bins produced since the last drain (bars in emission order)."""
@@ -236,31 +245,32 @@ class PartitionWindows:
 
     # -- internals ------------------------------------------------------------------------
 
-    def _close_until(self, watermark: int, now_ms: int) -> None:
+    def _close_until(self, watermark: int, now_ms: int, next_offset: int) -> None:
         window = self._window
         for start in sorted(self.open):
             if start + window > watermark:
                 self._next_close_end = start + window
                 break
-            self._emit_window(start, now_ms)
+            self._emit_window(start, now_ms, next_offset)
         else:
             self._next_close_end = 2**62
         self._expire_closed()
 
-    def _emit_window(self, start: int, now_ms: int) -> None:
+    def _emit_window(self, start: int, now_ms: int, next_offset: int) -> None:
         bucket = self.open.pop(start)
         self.open_count -= len(bucket)
         for symbol in sorted(bucket):
             self.bars.append(bucket[symbol].to_bar(now_ms))
         if self.config.late_policy == "revise":
             self.closed[start] = bucket
+            self.closes[start] = next_offset
 
-    def _close_oldest(self, now_ms: int) -> None:
+    def _close_oldest(self, now_ms: int, next_offset: int) -> None:
         """Bounded state: close the oldest window(s) by advancing the watermark to their end."""
         while self.open_count > self.config.max_open_windows:
             oldest = min(self.open)
             self.watermark = max(self.watermark, oldest + self._window)
-            self._close_until(self.watermark, now_ms)
+            self._close_until(self.watermark, now_ms, next_offset)
 
     def _expire_closed(self) -> None:
         if not self.closed:
@@ -268,6 +278,7 @@ class PartitionWindows:
         horizon = self.watermark - self.config.revise_horizon_ms
         for start in [s for s in self.closed if s + self._window <= horizon]:
             del self.closed[start]
+            self.closes.pop(start, None)
 
     def _late(self, b: Bin, offset: int, start: int, now_ms: int) -> None:
         late_by = self.watermark - b.start_ts_ms
@@ -293,12 +304,15 @@ class PartitionWindows:
         self.bars.append(acc.to_bar(now_ms))
 
     def _rebuild_closed(self, b: Bin, offset: int, start: int, end: int) -> None:
-        """Revise policy: closed windows inside the horizon get their bins back (values only, see docs)."""
+        """Revise policy: closed windows inside the horizon get their bins back, late ones as revisions."""
         if end <= self.watermark - self.config.revise_horizon_ms:
             return
         bucket = self.closed.setdefault(start, {})
         acc = bucket.get(b.symbol)
         if acc is None:
             bucket[b.symbol] = WindowAcc(b, start, end, offset)
-        else:
-            acc.merge(b)
+            return
+        acc.merge(b)
+        closed_at = self.closes.get(start)
+        if closed_at is None or offset >= closed_at:
+            acc.revision += 1  # this bin came after the window closed: it made a revision

@@ -1,0 +1,54 @@
+"""The aggregator's counters, its progress line and their Prometheus text form."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, fields
+
+
+@dataclass
+class Counters:
+    """What one aggregator process has done so far."""
+
+    bins_in: int = 0
+    bars_out: int = 0
+    late: int = 0
+    dlq: int = 0
+    poison: int = 0
+    revisions: int = 0
+    rebuilt: int = 0
+    idle_flushes: int = 0
+    commits: int = 0
+    aborts: int = 0
+    assignments: int = 0
+    watermark_lag_ms: int = 0  # newest event time seen minus watermark, on the last emitting partition
+    close_latency_ms: int = 0  # wall clock at emission minus the bar's end (meaningful for live replays)
+    started: float = field(default_factory=time.monotonic)
+    first_bin_at: float | None = None  # the rate counts from here: start-up and group join are not work
+    last_bin_at: float | None = None
+
+    def rate(self) -> float:
+        """Bins per second from the first bin to the last one."""
+        if self.first_bin_at is None or self.last_bin_at is None or self.last_bin_at <= self.first_bin_at:
+            return 0.0
+        return self.bins_in / (self.last_bin_at - self.first_bin_at)
+
+    def line(self) -> str:
+        """One progress line."""
+        return (
+            f"bins {self.bins_in:,} ({self.rate():,.0f}/s)  bars {self.bars_out:,}  late {self.late:,}  "
+            f"dlq {self.dlq:,}  poison {self.poison:,}  rebuilt {self.rebuilt:,}  commits {self.commits:,}  "
+            f"wm lag {self.watermark_lag_ms} ms  close latency {self.close_latency_ms} ms  "
+            f"assignments {self.assignments}  aborts {self.aborts}  idle flushes {self.idle_flushes}"
+        )
+
+    def prometheus(self) -> str:
+        """The counters in Prometheus text exposition format."""
+        lines: list[str] = []
+        for f in fields(self):
+            if f.name in ("started", "first_bin_at", "last_bin_at"):
+                continue
+            kind = "gauge" if f.name.endswith("_ms") else "counter"
+            name = f"tick_aggregator_{f.name}" + ("_total" if kind == "counter" else "")
+            lines += [f"# TYPE {name} {kind}", f"{name} {getattr(self, f.name)}"]
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,64 @@
+"""Small pure pieces of the aggregator: poison classification, checkpoint metadata, counters, offline CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from streaming.aggregate.counters import Counters
+from streaming.aggregate.dead_letters import decode_bin
+from streaming.aggregate.processor import decode_checkpoint, encode_checkpoint
+from streaming.aggregate.windows import Checkpoint
+from streaming.cli import app
+from streaming.records import Bin, bar_decoder, dlq_decoder, encode
+from tick_platform_tests.test_aggregate_helpers import make_bin
+
+T0 = 1_266_417_001_000
+
+
+def test_decode_bin_names_each_kind_of_poison() -> None:
+    good = make_bin("WDC", T0, [1.0, 2.0], [1, 2])
+    assert decode_bin(encode(good)) == good
+    assert decode_bin(None)[0] == "empty"  # type: ignore[index]
+    assert decode_bin(b"\xff\xfe")[0] == "not_utf8"  # type: ignore[index]
+    assert decode_bin(b'{"bin_id": "\xff\xfe", "symbol": "\xc3\x28"}')[0] == "not_utf8"  # type: ignore[index]
+    assert decode_bin(b"{nope")[0] == "not_json"  # type: ignore[index]
+    assert decode_bin(b'{"bin_id": 1}')[0] == "schema"  # type: ignore[index]
+    assert decode_bin(b" " * 70_000 + b"{}")[0] == "too_large"  # type: ignore[index]
+    inverted = encode(good).replace(f'"end_ts_ms":{T0 + 10}'.encode(), f'"end_ts_ms":{T0}'.encode())
+    assert decode_bin(inverted) == ("schema", f"end_ts_ms {T0} <= start_ts_ms {T0}")
+
+
+def test_checkpoint_metadata_round_trips_and_tolerates_foreign_metadata() -> None:
+    cp = Checkpoint(120, T0 + 900, {T0: 118, T0 + 100: 119})
+    assert decode_checkpoint(encode_checkpoint(cp), 130) == cp
+    assert decode_checkpoint(encode_checkpoint(Checkpoint(7, None)), 9) == Checkpoint(7, None)
+    assert decode_checkpoint("", 42) == Checkpoint(42, None)  # a plain commit: nothing to rebuild
+    assert decode_checkpoint("written by someone else", 42) == Checkpoint(42, None)
+    assert decode_checkpoint('{"rebuild_from": 99, "watermark": 5}', 42) == Checkpoint(42, 5)  # never past C
+
+
+def test_prometheus_text_has_every_counter() -> None:
+    counters = Counters(bins_in=12, bars_out=3, late=1, dlq=2, watermark_lag_ms=40)
+    text = counters.prometheus()
+    assert "# TYPE tick_aggregator_bins_in_total counter\ntick_aggregator_bins_in_total 12\n" in text
+    assert "tick_aggregator_bars_out_total 3\n" in text and "tick_aggregator_dlq_total 2\n" in text
+    assert "# TYPE tick_aggregator_watermark_lag_ms gauge\ntick_aggregator_watermark_lag_ms 40\n" in text
+
+
+def test_offline_cli_writes_bars_and_dlq(tmp_path: Path) -> None:
+    bins: list[Bin] = [make_bin("AB", T0 + 10 * i, [10.0 + i], [100]) for i in range(150)]
+    bins.append(make_bin("AB", T0 + 5, [1.0], [1]))  # a second after its window closed: late
+    src = tmp_path / "bins.jsonl"
+    src.write_bytes(b"".join(encode(b) + b"\n" for b in bins) + b"{broken\n")
+    result = CliRunner().invoke(app, ["aggregate", "--from", str(src), "--to", str(tmp_path / "bars.jsonl"),
+                                      "--dlq", str(tmp_path / "dlq.jsonl")])
+    assert result.exit_code == 0, result.output
+    bars = [bar_decoder.decode(x) for x in (tmp_path / "bars.jsonl").read_bytes().splitlines()]
+    assert [(b.start_ts_ms - T0, b.volume, b.open, b.close) for b in bars] == [(0, 10_000, 10.0, 109.0),
+                                                                               (1000, 5_000, 110.0, 159.0)]
+    dlq = [dlq_decoder.decode(x) for x in (tmp_path / "dlq.jsonl").read_bytes().splitlines()]
+    assert [(r.reason, r.position["line"]) for r in dlq] == [("late", 151), ("not_json", 152)]
+    missing = CliRunner().invoke(app, ["aggregate", "--from", str(tmp_path / "nope"), "--to", str(src)])
+    assert missing.exit_code == 1 and "no such bins file" in missing.output
