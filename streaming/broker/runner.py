@@ -356,6 +356,24 @@ class LocalCluster:
         raise BrokerError(f"no node {node_id} in {self.run_dir}")
 
 
+def broker_answers(bootstrap: str, timeout_s: float = 3.0) -> bool:
+    """Whether a Kafka broker answers a metadata request at `bootstrap`."""
+    try:
+        AdminClient({"bootstrap.servers": bootstrap, "log_level": 2}).list_topics(timeout=timeout_s)
+    except Exception:
+        return False
+    return True
+
+
+def ensure_broker(run_dir: Path, cache_dir: Path, brokers: str, heap: str = "1g", timeout_s: float = 90.0) -> str:
+    """Use the broker at `brokers` if one answers; otherwise start the local one there. Says which."""
+    if broker_answers(brokers):
+        return f"using the broker at {brokers}"
+    cluster = LocalCluster(run_dir, cache_dir, brokers, heap=heap)
+    cluster.up(timeout_s)
+    return f"broker up at {cluster.bootstrap} (logs in {cluster.run_dir})"
+
+
 def _reap(pid: int) -> None:
     """Collect a child that exited, so it does not linger as a zombie."""
     with contextlib.suppress(ChildProcessError):

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from streaming.cli_support import one_line_errors, settings_or_exit
+from streaming.cli_support import console, one_line_errors, settings_or_exit
 
 EnvFile = Annotated[str | None, typer.Option("--env-file", help="Settings file (default .env, or ENV_FILE).")]
 Data = Annotated[list[str] | None, typer.Option("--data", help="Tick file(s); default: a synthetic session.")]
@@ -27,7 +27,7 @@ def pipeline(
     env_file: EnvFile = None,
 ) -> None:
     """Broker, mock API, aggregator(s), Dagster, replay (and dashboard) in one shell; Ctrl+C stops all."""
-    from streaming.broker.runner import LocalCluster
+    from streaming.broker.runner import ensure_broker
     from streaming.broker.topics import bootstrap_topics
     from streaming.pipeline.demo_data import ensure_demo_data
     from streaming.pipeline.services import (
@@ -42,9 +42,9 @@ def pipeline(
 
     settings = settings_or_exit(env_file)
     with one_line_errors():
-        cluster = LocalCluster(settings.broker.run_dir, settings.broker.cache_dir, settings.kafka.brokers)
-        if cluster.bootstrap == settings.kafka.brokers:
-            cluster.up(settings.broker.start_timeout_s)
+        broker = settings.broker
+        console.print(ensure_broker(broker.run_dir, broker.cache_dir, settings.kafka.brokers, broker.heap,
+                                    broker.start_timeout_s))
         bootstrap_topics(settings.kafka)
         files = [str(Path(d)) for d in data] if data else ensure_demo_data()
         home = prepare_dagster_home(Path(os.environ.get("DAGSTER_HOME", ".dagster_home")).resolve())

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
-from streaming.broker.runner import LocalCluster
+from streaming.broker.runner import ensure_broker
 from streaming.broker.topics import bootstrap_topics, delete_groups, recreate_topics
 from streaming.config import PROJECT_ROOT, Settings
 from streaming.errors import TickPlatformError
@@ -52,13 +52,9 @@ def _step(console: Console, text: str) -> float:
 
 
 def _ensure_broker(settings: Settings, console: Console) -> None:
-    cluster = LocalCluster(settings.broker.run_dir, settings.broker.cache_dir, settings.kafka.brokers,
-                           heap=settings.broker.heap)
-    if cluster.running():
-        console.print(f"  broker already running at {cluster.bootstrap}")
-        return
-    cluster.up(settings.broker.start_timeout_s)
-    console.print(f"  broker up at {cluster.bootstrap} (logs in {cluster.run_dir})")
+    broker = settings.broker
+    console.print("  " + ensure_broker(broker.run_dir, broker.cache_dir, settings.kafka.brokers, broker.heap,
+                                       broker.start_timeout_s))
 
 
 def _start_aggregator(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
