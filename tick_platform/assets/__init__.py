@@ -1,0 +1,1 @@
+"""The platform's assets: streams (observed), dimensions and facts."""

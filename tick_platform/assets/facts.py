@@ -1,0 +1,113 @@
+"""fact_ticks_60s and fact_ticks_300s: 5-minute partitions rolled up from ticks.agg.1s by offsets."""
+
+from collections.abc import Iterator
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetSpec,
+    BackfillPolicy,
+    MaterializeResult,
+    MetadataValue,
+    multi_asset,
+)
+
+from streaming.config import KafkaSettings
+from tick_platform.bar_reader import OffsetRange, read_window
+from tick_platform.fact_store import replace_window
+from tick_platform.partitions import FACT_PARTITIONS, to_ms
+from tick_platform.resources import KafkaResource, WarehouseResource
+from tick_platform.rollup import bars_frame, latest_revisions, rollup_bars
+
+FACT_60S_KEY = AssetKey("fact_ticks_60s")
+FACT_300S_KEY = AssetKey("fact_ticks_300s")
+WAREHOUSE_POOL = "warehouse"
+
+
+def commit_progress(kafka: KafkaSettings, group: str, ranges: list[OffsetRange]) -> None:
+    """Move the facts' consumer group forward to the ends read, so lag shows how far facts trail the stream.
+
+    Informational only (facts never resume from it); it never moves a committed offset back.
+    """
+    consumer = Consumer({**kafka.client_base(), "group.id": group, "enable.auto.commit": False})
+    try:
+        tps = [TopicPartition(kafka.topic_agg, r.partition) for r in ranges]
+        committed = {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=10)}
+        ahead = [
+            TopicPartition(kafka.topic_agg, r.partition, r.end)
+            for r in ranges
+            if r.end > max(committed.get(r.partition, -1), 0)
+        ]
+        if ahead:
+            consumer.commit(offsets=ahead, asynchronous=False)
+    finally:
+        consumer.close()
+
+
+@multi_asset(
+    specs=[
+        AssetSpec(
+            FACT_60S_KEY,
+            deps=["ticks_agg_1s"],
+            description="1-minute OHLCV facts (CORE.FACT_TICKS_60S), rolled up from the window's 1 s bars.",
+            metadata={"table": "CORE.FACT_TICKS_60S"},
+            kinds={"polars", "sql"},
+        ),
+        AssetSpec(
+            FACT_300S_KEY,
+            deps=[FACT_60S_KEY],
+            description="5-minute OHLCV facts (CORE.FACT_TICKS_300S), equal to the rollup of their 60 s rows.",
+            metadata={"table": "CORE.FACT_TICKS_300S"},
+            kinds={"polars", "sql"},
+        ),
+    ],
+    name="fact_ticks",
+    partitions_def=FACT_PARTITIONS,
+    backfill_policy=BackfillPolicy.single_run(),
+    pool=WAREHOUSE_POOL,
+    group_name="facts",
+    can_subset=False,
+)
+def fact_ticks(
+    context: AssetExecutionContext, kafka: KafkaResource, warehouse: WarehouseResource
+) -> Iterator[MaterializeResult]:
+    """Read the window's bars by offsets, roll them up, replace the window's rows in one transaction."""
+    window = context.partition_time_window  # the whole range in a single-run backfill
+    start_ms, end_ms = to_ms(window.start), to_ms(window.end)
+    settings = kafka.settings()
+    read = read_window(settings.kafka, start_ms, end_ms, kafka.horizon_ms())
+    bars = bars_frame(read.bars)
+    rows_60s = rollup_bars(bars, 60)
+    rows_300s = rollup_bars(bars, 300)
+    with warehouse.connect() as conn:
+        written = replace_window(conn, start_ms, end_ms, rows_60s, rows_300s)
+    try:
+        commit_progress(settings.kafka, settings.loader.consumer_group, read.ranges)
+    except KafkaException as exc:  # informational only: the facts are written, lag shows next time
+        context.log.warning(f"could not commit progress of {settings.loader.consumer_group}: {exc}")
+    unique_bars = latest_revisions(bars).height
+    common = {
+        "window_start": MetadataValue.text(window.start.isoformat()),
+        "window_end": MetadataValue.text(window.end.isoformat()),
+        "window_start_ms": MetadataValue.int(start_ms),
+        "window_end_ms": MetadataValue.int(end_ms),
+        "topic": MetadataValue.text(settings.kafka.topic_agg),
+        "offsets": MetadataValue.json(read.offsets_json()),
+        "bars_read": MetadataValue.int(len(read.bars)),
+        "bars_1s": MetadataValue.int(unique_bars),
+        "revisions_superseded": MetadataValue.int(len(read.bars) - unique_bars),
+        "undecodable_skipped": MetadataValue.int(read.skipped),
+        "symbols": MetadataValue.int(rows_60s["SYMBOL"].n_unique() if rows_60s.height else 0),
+        "warehouse": MetadataValue.text(warehouse.target),
+    }
+    context.log.info(
+        f"[{window.start:%Y-%m-%d %H:%M}, {window.end:%H:%M}) UTC: {len(read.bars)} bars from "
+        f"{read.offsets_json()} -> {written}"
+    )
+    yield MaterializeResult(
+        asset_key=FACT_60S_KEY, metadata={**common, "rows": MetadataValue.int(written["FACT_TICKS_60S"])}
+    )
+    yield MaterializeResult(
+        asset_key=FACT_300S_KEY, metadata={**common, "rows": MetadataValue.int(written["FACT_TICKS_300S"])}
+    )

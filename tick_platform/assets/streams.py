@@ -1,0 +1,58 @@
+"""ticks_raw and ticks_agg_1s: the Kafka topics as external assets, observed (offsets, lag, event time)."""
+
+from collections.abc import Iterator
+from typing import Any
+
+from dagster import AssetSpec, DataVersion, MetadataValue, ObserveResult, multi_observable_source_asset
+
+from streaming.broker.topics import group_lag
+from streaming.config import KafkaSettings
+from tick_platform.bar_reader import newest_event_ms, open_consumer, partitions_of, watermarks
+from tick_platform.resources import KafkaResource
+
+TICKS_RAW = AssetSpec(
+    "ticks_raw",
+    description="Kafka ticks.raw: 10 ms bins keyed by symbol, written by the replay.",
+    group_name="streams",
+    kinds={"kafka"},
+)
+TICKS_AGG_1S = AssetSpec(
+    "ticks_agg_1s",
+    deps=[TICKS_RAW.key],
+    description="Kafka ticks.agg.1s: final 1 s bars keyed by symbol, written by the aggregator.",
+    group_name="streams",
+    kinds={"kafka"},
+)
+
+
+def observe_topic(kafka: KafkaSettings, topic: str, group: str) -> tuple[DataVersion, dict[str, Any]]:
+    """End offsets, the group's lag and the newest event time of one topic."""
+    ends: dict[str, int] = {}
+    with open_consumer(kafka) as consumer:
+        for p in partitions_of(consumer, topic):
+            ends[str(p)] = watermarks(consumer, topic, p)[1]
+    lag = group_lag(kafka, group, topic)
+    newest = newest_event_ms(kafka, topic)
+    total_lag = sum(v for v in lag.values() if v is not None)
+    meta: dict[str, Any] = {
+        "topic": MetadataValue.text(topic),
+        "end_offsets": MetadataValue.json(ends),
+        "messages_total": MetadataValue.int(sum(ends.values())),
+        "consumer_group": MetadataValue.text(group),
+        "consumer_lag": MetadataValue.int(total_lag),
+        "consumer_lag_by_partition": MetadataValue.json({str(k): v for k, v in lag.items()}),
+        "latest_event_ts_ms": MetadataValue.int(newest if newest is not None else -1),
+    }
+    return DataVersion(",".join(f"{p}:{o}" for p, o in sorted(ends.items()))), meta
+
+
+@multi_observable_source_asset(specs=[TICKS_RAW, TICKS_AGG_1S], name="kafka_topics")
+def kafka_topics(kafka: KafkaResource) -> Iterator[ObserveResult]:
+    """Observe both topics: end offsets, consumer lag (aggregator on ticks.raw, facts on ticks.agg.1s), event time."""
+    settings = kafka.settings()
+    for spec, topic, group in (
+        (TICKS_RAW, settings.kafka.topic_raw, settings.agg.group_id),
+        (TICKS_AGG_1S, settings.kafka.topic_agg, settings.loader.consumer_group),
+    ):
+        version, meta = observe_topic(settings.kafka, topic, group)
+        yield ObserveResult(asset_key=spec.key, data_version=version, metadata=meta)

@@ -1,0 +1,298 @@
+"""The Kafka edge of the facts: find and read a window's 1 s bars in ticks.agg.1s by offsets.
+
+Message timestamps are wall-clock production times (docs/processing_strategy.md,
+"Time and Kafka retention"), so Kafka's time index cannot find a window. Instead,
+per partition, revision-0 bars are ordered by start_ts_ms, and a binary search over
+offsets finds the first revision-0 bar at or past a given event time.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import orjson
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from streaming.config import KafkaSettings
+from streaming.errors import TickPlatformError
+from streaming.records import Bar, bar_decoder
+
+_PROBE_TIMEOUT_S = 10.0
+_BATCH = 500
+
+
+class BarReadError(TickPlatformError):
+    """ticks.agg.1s could not be read (broker unreachable, topic missing, read timed out)."""
+
+
+@dataclass(frozen=True)
+class OffsetRange:
+    """Offsets `[start, end)` read from one partition."""
+
+    partition: int
+    start: int
+    end: int
+
+    def as_list(self) -> list[int]:
+        return [self.start, self.end]
+
+
+@dataclass(frozen=True)
+class WindowBars:
+    """A window's bars (every revision read, in offset order per partition) and where they came from."""
+
+    start_ms: int
+    end_ms: int
+    bars: list[Bar]
+    ranges: list[OffsetRange]
+    skipped: int = 0
+
+    def offsets_json(self) -> dict[str, list[int]]:
+        """Offset ranges keyed by partition number (metadata-friendly)."""
+        return {str(r.partition): r.as_list() for r in self.ranges}
+
+
+@dataclass(frozen=True)
+class PartitionHead:
+    """A partition's offsets and newest revision-0 bar (event time), as the sensor sees it."""
+
+    partition: int
+    low: int
+    high: int
+    last_start_ms: int | None
+
+
+@dataclass
+class _Probe:
+    """The first visible revision-0 bar at or after an offset (None: none before `end`)."""
+
+    offset: int
+    start_ms: int | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def consumer_config(kafka: KafkaSettings) -> dict[str, Any]:
+    """A non-committing read_committed consumer that reports the end of a partition."""
+    return {
+        **kafka.client_base(),
+        "group.id": f"tick-platform-reader-{uuid.uuid4().hex[:8]}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "isolation.level": "read_committed",
+        "enable.partition.eof": True,
+        "auto.offset.reset": "earliest",
+        "fetch.wait.max.ms": 50,
+    }
+
+
+@contextmanager
+def open_consumer(kafka: KafkaSettings) -> Iterator[Consumer]:
+    """A consumer for offset reads, always closed."""
+    consumer = Consumer(consumer_config(kafka))
+    try:
+        yield consumer
+    finally:
+        consumer.close()
+
+
+def partitions_of(consumer: Consumer, topic: str) -> list[int]:
+    """Partition numbers of `topic`; raises BarReadError if it does not exist."""
+    try:
+        md = consumer.list_topics(topic, timeout=_PROBE_TIMEOUT_S)
+    except KafkaException as exc:
+        raise BarReadError(f"cannot list {topic}: {exc}") from None
+    tmd = md.topics.get(topic)
+    if tmd is None or tmd.error is not None or not tmd.partitions:
+        raise BarReadError(f"topic {topic} does not exist")
+    return sorted(tmd.partitions)
+
+
+def watermarks(consumer: Consumer, topic: str, partition: int) -> tuple[int, int]:
+    """(low, high) offsets of one partition."""
+    try:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=_PROBE_TIMEOUT_S)
+    except KafkaException as exc:
+        raise BarReadError(f"cannot get offsets of {topic}[{partition}]: {exc}") from None
+    return int(low), int(high)
+
+
+def _decode(value: bytes | None) -> Bar | None:
+    if value is None:
+        return None
+    try:
+        return bar_decoder.decode(value)
+    except msgspec.DecodeError:
+        return None  # not a bar: the aggregator never writes these; skip rather than stop
+
+
+def _records(
+    consumer: Consumer, topic: str, partition: int, start: int, end: int
+) -> Iterator[tuple[int, bytes | None]]:
+    """Visible records of offsets [start, end) in order, as (offset, value); stops at the partition's end."""
+    if start >= end:
+        return
+    consumer.assign([TopicPartition(topic, partition, start)])
+    try:
+        position = start
+        while True:
+            # consume() waits until it has num_messages or times out: never ask for more than remain.
+            msgs = consumer.consume(num_messages=max(1, min(_BATCH, end - position)), timeout=_PROBE_TIMEOUT_S)
+            if not msgs:
+                raise BarReadError(f"timed out reading {topic}[{partition}] at offsets [{start}, {end})")
+            for msg in msgs:
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        return
+                    raise BarReadError(f"reading {topic}[{partition}]: {err}")
+                offset = int(msg.offset())
+                if offset >= end:
+                    return
+                yield offset, msg.value()
+                if offset >= end - 1:
+                    return
+                position = offset + 1
+    finally:
+        consumer.unassign()
+
+
+def _scan(consumer: Consumer, topic: str, partition: int, start: int, end: int) -> Iterator[tuple[int, Bar | None]]:
+    """Like `_records`, decoded as bars (None where a record is not a bar)."""
+    for offset, value in _records(consumer, topic, partition, start, end):
+        yield offset, _decode(value)
+
+
+def newest_event_ms(kafka: KafkaSettings, topic: str, tail: int = 16) -> int | None:
+    """The largest start_ts_ms among the last `tail` records of each partition (bins or bars)."""
+    newest: int | None = None
+    with open_consumer(kafka) as consumer:
+        for p in partitions_of(consumer, topic):
+            low, high = watermarks(consumer, topic, p)
+            for _, value in _records(consumer, topic, p, max(low, high - tail), high):
+                try:
+                    ts = int(orjson.loads(value or b"{}")["start_ts_ms"])
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                    continue
+                newest = ts if newest is None else max(newest, ts)
+    return newest
+
+
+def _probe(consumer: Consumer, topic: str, partition: int, offset: int, end: int) -> _Probe:
+    for off, bar in _scan(consumer, topic, partition, offset, end):
+        if bar is not None and bar.revision == 0:
+            return _Probe(off, bar.start_ts_ms)
+    return _Probe(end, None)
+
+
+def first_offset_at(consumer: Consumer, topic: str, partition: int, low: int, high: int, ts_ms: int) -> int:
+    """The first offset in [low, high] whose revision-0 bar has start_ts_ms >= ts_ms (high if none).
+
+    `f(o)` = start of the first revision-0 bar at an offset >= o is non-decreasing in o
+    (the aggregator's ordering contract), so a binary search over offsets finds it.
+    """
+    # Invariant: the answer is in [lo, hi) or is `best` (a revision-0 offset at/past ts_ms, or high).
+    lo, hi, best = low, high, high
+    while lo < hi:
+        mid = (lo + hi) // 2
+        probe = _probe(consumer, topic, partition, mid, hi)
+        if probe.start_ms is None:
+            hi = mid
+        elif probe.start_ms >= ts_ms:
+            best, hi = probe.offset, mid
+        else:
+            lo = probe.offset + 1
+    return best
+
+
+def read_window(kafka: KafkaSettings, start_ms: int, end_ms: int, horizon_ms: int = 0) -> WindowBars:
+    """Every bar of `[start_ms, end_ms)` from ticks.agg.1s, with the offset range read per partition.
+
+    Per partition the range runs from the first revision-0 bar at or past `start_ms` to
+    the first at or past `end_ms + horizon_ms` (revisions arrive before that point).
+    """
+    bars: list[Bar] = []
+    ranges: list[OffsetRange] = []
+    skipped = 0
+    topic = kafka.topic_agg
+    with open_consumer(kafka) as consumer:
+        for p in partitions_of(consumer, topic):
+            low, high = watermarks(consumer, topic, p)
+            first = first_offset_at(consumer, topic, p, low, high, start_ms)
+            last = first_offset_at(consumer, topic, p, first, high, end_ms + horizon_ms)
+            ranges.append(OffsetRange(p, first, last))
+            for _, bar in _scan(consumer, topic, p, first, last):
+                if bar is None:
+                    skipped += 1
+                elif start_ms <= bar.start_ts_ms < end_ms:
+                    bars.append(bar)
+    return WindowBars(start_ms, end_ms, bars, ranges, skipped)
+
+
+def read_ranges(kafka: KafkaSettings, ranges: list[OffsetRange], start_ms: int, end_ms: int) -> WindowBars:
+    """Re-read the bars of `[start_ms, end_ms)` from exactly the given offset ranges (for checks)."""
+    bars: list[Bar] = []
+    skipped = 0
+    with open_consumer(kafka) as consumer:
+        for r in ranges:
+            for _, bar in _scan(consumer, kafka.topic_agg, r.partition, r.start, r.end):
+                if bar is None:
+                    skipped += 1
+                elif start_ms <= bar.start_ts_ms < end_ms:
+                    bars.append(bar)
+    return WindowBars(start_ms, end_ms, bars, list(ranges), skipped)
+
+
+def last_revision0_start(consumer: Consumer, topic: str, partition: int, low: int, high: int) -> int | None:
+    """start_ts_ms of the newest revision-0 bar of a partition (None if it has none)."""
+    step = 64
+    end = high
+    while end > low:
+        begin = max(low, end - step)
+        newest: int | None = None
+        for _, bar in _scan(consumer, topic, partition, begin, end):
+            if bar is not None and bar.revision == 0:
+                newest = bar.start_ts_ms if newest is None else max(newest, bar.start_ts_ms)
+        if newest is not None:
+            return newest
+        end, step = begin, step * 4
+    return None
+
+
+def partition_heads(
+    kafka: KafkaSettings, known: dict[int, tuple[int, int | None]] | None = None
+) -> list[PartitionHead]:
+    """Offsets and newest revision-0 bar time of every partition of ticks.agg.1s.
+
+    `known` maps partition -> (high, last_start_ms) from an earlier look; unchanged
+    partitions are not read again.
+    """
+    known = known or {}
+    heads: list[PartitionHead] = []
+    topic = kafka.topic_agg
+    with open_consumer(kafka) as consumer:
+        for p in partitions_of(consumer, topic):
+            low, high = watermarks(consumer, topic, p)
+            prev = known.get(p)
+            if prev is not None and prev[0] == high:
+                heads.append(PartitionHead(p, low, high, prev[1]))
+                continue
+            heads.append(PartitionHead(p, low, high, last_revision0_start(consumer, topic, p, low, high)))
+    return heads
+
+
+def first_revision0_start(kafka: KafkaSettings) -> int | None:
+    """The earliest start_ts_ms among the first revision-0 bars of each partition (None if empty)."""
+    earliest: int | None = None
+    topic = kafka.topic_agg
+    with open_consumer(kafka) as consumer:
+        for p in partitions_of(consumer, topic):
+            low, high = watermarks(consumer, topic, p)
+            probe = _probe(consumer, topic, p, low, high)
+            if probe.start_ms is not None:
+                earliest = probe.start_ms if earliest is None else min(earliest, probe.start_ms)
+    return earliest

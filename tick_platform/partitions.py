@@ -1,0 +1,55 @@
+"""The facts' 5-minute time partitions (UTC) and conversions between keys and windows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from dagster import TimeWindowPartitionsDefinition
+
+from streaming.config import load_settings
+
+WINDOW_S = 300
+WINDOW_MS = WINDOW_S * 1000
+KEY_FORMAT = "%Y-%m-%d-%H:%M"
+
+
+def fact_partitions(start: str) -> TimeWindowPartitionsDefinition:
+    """5-minute UTC partitions from `start` (YYYY-MM-DD), keys like 2010-02-17-14:30."""
+    return TimeWindowPartitionsDefinition(
+        cron_schedule="*/5 * * * *",
+        start=datetime.strptime(start, "%Y-%m-%d"),
+        fmt=KEY_FORMAT,
+        timezone="UTC",
+        end_offset=0,
+    )
+
+
+FACT_PARTITIONS = fact_partitions(load_settings().loader.partitions_start)
+
+
+def partition_key(start_ms: int) -> str:
+    """The key of the 5-minute partition starting at `start_ms`."""
+    return datetime.fromtimestamp(start_ms / 1000, tz=UTC).strftime(KEY_FORMAT)
+
+
+def window_of_key(key: str) -> tuple[int, int]:
+    """`(start_ms, end_ms)` of a partition key."""
+    start = datetime.strptime(key, KEY_FORMAT).replace(tzinfo=UTC)
+    start_ms = int(start.timestamp() * 1000)
+    return start_ms, start_ms + WINDOW_MS
+
+
+def to_ms(moment: datetime) -> int:
+    """Epoch ms of an aware datetime (naive ones are taken as UTC)."""
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return int(aware.timestamp() * 1000)
+
+
+def floor_window(ts_ms: int) -> int:
+    """Start of the 5-minute window holding `ts_ms`."""
+    return ts_ms // WINDOW_MS * WINDOW_MS
+
+
+def partitions_start_ms(start: str) -> int:
+    """Epoch ms of a YYYY-MM-DD partitions start."""
+    return to_ms(datetime.strptime(start, "%Y-%m-%d"))

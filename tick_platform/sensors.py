@@ -1,0 +1,76 @@
+"""The streaming sensor: watches ticks.agg.1s and requests the fact partitions whose windows closed."""
+
+import time
+
+from dagster import (
+    AssetObservation,
+    DefaultSensorStatus,
+    MetadataValue,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from streaming.config import load_settings
+from tick_platform.bar_reader import first_revision0_start, partition_heads
+from tick_platform.closure import SensorCursor, advance_states, closed_until, windows_to_request
+from tick_platform.jobs import FACT_JOB
+from tick_platform.partitions import WINDOW_MS, floor_window, partition_key, partitions_start_ms
+from tick_platform.resources import KafkaResource
+
+MAX_REQUESTS_PER_TICK = 100
+
+
+@sensor(
+    job=FACT_JOB,
+    minimum_interval_seconds=10,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Requests every fact partition whose window ticks.agg.1s has closed (closure rule).",
+)
+def closed_windows_sensor(context: SensorEvaluationContext, kafka: KafkaResource) -> SensorResult:
+    """Scan partition heads, advance the cursor, request closed windows (run_key = partition key)."""
+    cursor = SensorCursor.from_json(context.cursor)
+    settings = kafka.kafka()
+    known = {p: (s.high, s.last_start_ms) for p, s in cursor.partitions.items()}
+    heads = partition_heads(settings, known)
+    now_ms = int(time.time() * 1000)
+    states = advance_states(cursor.partitions, {h.partition: (h.high, h.last_start_ms) for h in heads}, now_ms)
+    next_window = cursor.next_window_ms
+    if next_window is None:
+        first = first_revision0_start(settings)
+        if first is not None:
+            next_window = floor_window(first)
+    if next_window is not None:
+        next_window = max(next_window, partitions_start_ms(load_settings().loader.partitions_start))
+    closed_end = closed_until(states, now_ms, kafka.idle_ms(), kafka.horizon_ms())
+    starts = windows_to_request(next_window, closed_end, MAX_REQUESTS_PER_TICK) if next_window is not None else []
+    requests = [RunRequest(run_key=partition_key(t0), partition_key=partition_key(t0)) for t0 in starts]
+    if starts:
+        next_window = starts[-1] + WINDOW_MS
+    new_cursor = SensorCursor(states, next_window)
+    events = []
+    if any(cursor.partitions.get(p) != s for p, s in states.items()):
+        events.append(
+            AssetObservation(
+                asset_key="ticks_agg_1s",
+                metadata={
+                    "end_offsets": MetadataValue.json({str(p): s.high for p, s in sorted(states.items())}),
+                    "latest_event_ts_ms": MetadataValue.int(
+                        max((s.last_start_ms for s in states.values() if s.last_start_ms is not None), default=-1)
+                    ),
+                    "closed_until_ms": MetadataValue.int(closed_end if closed_end is not None else -1),
+                },
+            )
+        )
+    if not requests:
+        return SensorResult(
+            skip_reason=SkipReason(f"no new closed window (closed until {closed_end}, next {next_window})"),
+            cursor=new_cursor.to_json(),
+            asset_events=events,
+        )
+    context.log.info(
+        f"requesting {len(requests)} partition(s): {requests[0].partition_key} .. {requests[-1].partition_key}"
+    )
+    return SensorResult(run_requests=requests, cursor=new_cursor.to_json(), asset_events=events)

@@ -1,0 +1,563 @@
+"""Helpers of the reliability suite: stage subprocesses to kill, exact topic reads, the clean run, the scorecard.
+
+Every scenario compares what Kafka holds (read_committed, to the end offsets) with an
+offline run of the same input, counts what is missing (lost) and what appears twice
+(duplicated), and appends one row to the scorecard (tick_platform_tests/_output/reliability.jsonl),
+which tick_platform_tests/reliability_report.py turns into docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, TopicPartition
+
+from streaming.config import PROJECT_ROOT, KafkaSettings, Settings, load_settings
+
+SCORECARD = PROJECT_ROOT / "tick_platform_tests" / "_output" / "reliability.jsonl"
+SYNTH_DAY = date(2010, 2, 17)
+
+# Fields that depend on the wall clock of the run (ingestion and send stamps), not on the data.
+WALL_CLOCK_FIELDS = frozenset({"ingest_ts_ms", "api_send_ts_ms"})
+
+
+# ---- work folders ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def work_dir(name: str) -> Iterator[Path]:
+    """A private folder for a scenario's broker data, logs and files; removed after success, kept after a failure.
+
+    Why not pytest's tmp_path: concurrent pytest sessions on one machine prune each other's numbered
+    basetemp folders (only the newest three are kept), which deleted a running broker's data under it.
+    """
+    path = Path(tempfile.mkdtemp(prefix=f"tick-reliability-{name}-"))
+    try:
+        yield path
+    except BaseException:
+        print(f"reliability scenario {name}: logs and data kept in {path}", file=sys.stderr)
+        raise
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def keep_logs(work: Path, name: str) -> Path:
+    """Copy a scenario's stage and broker logs to tick_platform_tests/_output/reliability-logs/ (for a failed run)."""
+    target = SCORECARD.parent / "reliability-logs" / f"{name}-{time.strftime('%H%M%S')}"
+    target.mkdir(parents=True, exist_ok=True)
+    for log in [*work.glob("*.log"), *work.glob("kafka/node-*/logs/server.log")]:
+        flat = "-".join(log.relative_to(work).parts)
+        shutil.copy(log, target / flat)
+    return target
+
+
+# ---- subprocesses ------------------------------------------------------------------------------
+
+
+def stage_env(kafka: KafkaSettings, **extra: str) -> dict[str, str]:
+    """Environment of a `python -m streaming` subprocess on the scenario's broker and topics.
+
+    KAFKA_*/AGG_*/REPLAY_* of the caller are dropped so nothing leaks in from the developer's shell.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "AGG_", "REPLAY_"))}
+    env.update({
+        "KAFKA_BROKERS": kafka.brokers,
+        "KAFKA_TOPIC_RAW": kafka.topic_raw,
+        "KAFKA_TOPIC_AGG": kafka.topic_agg,
+        "KAFKA_TOPIC_DLQ": kafka.topic_dlq,
+        "AGG_PROGRESS_INTERVAL_S": "5",
+        "REPLAY_PROGRESS_INTERVAL_S": "5",
+    })
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Stage:
+    """One restartable `python -m streaming <command>` process with an appending log, like a supervisor runs it."""
+
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    def start(self) -> Stage:
+        """Start a new incarnation (the previous one must have ended)."""
+        assert self.proc is None or self.proc.poll() is not None, f"{self.name} is still running"
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as sink:
+            sink.write(f"\n=== {self.name} start #{self.starts + 1} at {time.time():.3f}\n".encode())
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streaming", *self.args], cwd=PROJECT_ROOT, env=self.env,
+                stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+        self.starts += 1
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL, timeout_s: float = 60.0) -> int | None:
+        """Send `sig` to this incarnation and wait for it (SIGKILL after `timeout_s`); returns its exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
+        return self.proc.returncode
+
+    def poll(self) -> int | None:
+        """The exit code if this incarnation ended, else None."""
+        return None if self.proc is None else self.proc.poll()
+
+    def tail(self, lines: int = 40) -> str:
+        """The end of the log, for assertion messages and findings."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def stop_all(*stages: Stage) -> None:
+    """Leave no process behind: SIGTERM, then SIGKILL, whatever still runs."""
+    for stage in stages:
+        if stage.running:
+            stage.kill(signal.SIGTERM, timeout_s=15)
+
+
+# ---- reading topics ----------------------------------------------------------------------------
+
+
+def read_committed(kafka: KafkaSettings, topic: str, timeout_s: float = 120.0) -> list[tuple[int, int, bytes | None]]:
+    """Every committed message of `topic` as (partition, offset, value), read_committed up to the end offsets.
+
+    Raises AssertionError if the end cannot be reached in time (e.g. a transaction left hanging),
+    because a silently short read would hide lost messages.
+    """
+    consumer = Consumer({**kafka.client_base(), "group.id": f"reliability-reader-{time.time_ns()}",
+                         "isolation.level": "read_committed", "enable.auto.commit": False,
+                         "auto.offset.reset": "earliest", "fetch.max.bytes": 8_388_608,
+                         "message.max.bytes": 2_000_000})
+    try:
+        md = consumer.list_topics(topic, timeout=30).topics[topic]
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in md.partitions}
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        pending = {p for p, high in ends.items() if high > 0}
+        out: list[tuple[int, int, bytes | None]] = []
+        deadline = time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            for m in consumer.consume(num_messages=10_000, timeout=0.5):
+                if m.error() is None:
+                    out.append((m.partition(), m.offset(), m.value()))
+            # Control records (transaction markers) are never delivered, so check positions too.
+            for p in list(pending):
+                [pos] = consumer.position([TopicPartition(topic, p)])
+                if pos.offset >= ends[p]:
+                    pending.discard(p)
+        assert not pending, f"could not read {topic} to its end offsets: partitions {sorted(pending)}"
+        return out
+    finally:
+        consumer.close()
+
+
+def decode_rows(rows: Iterable[tuple[int, int, bytes | None]]) -> list[dict[str, Any]]:
+    """JSON values as dicts (every message of the pipeline's own topics is JSON)."""
+    return [orjson.loads(v) for _p, _o, v in rows if v is not None]
+
+
+def data_of(record: dict[str, Any]) -> dict[str, Any]:
+    """A bin or bar without the wall-clock stamps, i.e. what must equal the clean run."""
+    return {k: v for k, v in record.items() if k not in WALL_CLOCK_FIELDS}
+
+
+def same_data(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Equal data fields; floats equal to 1e-9 relative.
+
+    Why a tolerance: notional is a float sum, and a paced replay may add a bin's ticks in another
+    grouping than the offline run ((a+b)+c vs a+(b+c)), which changes the last bit only.
+    """
+    da, db = data_of(a), data_of(b)
+    if da.keys() != db.keys():
+        return False
+    for key, va in da.items():
+        vb = db[key]
+        if isinstance(va, float) or isinstance(vb, float):
+            if not (isinstance(va, int | float) and isinstance(vb, int | float)):
+                return False
+            if not math.isclose(va, vb, rel_tol=1e-9, abs_tol=1e-9):
+                return False
+        elif va != vb:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Kafka output against the clean run, keyed by id."""
+
+    expected: int
+    got: int
+    lost: int
+    duplicated: int
+    mismatched: int
+    examples: list[str]
+
+    @property
+    def exact(self) -> bool:
+        return self.lost == 0 and self.duplicated == 0 and self.mismatched == 0 and self.got == self.expected
+
+
+def _diff(want: dict[str, Any], got: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Fields that differ, as (clean run, Kafka)."""
+    a, b = data_of(want), data_of(got)
+    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if not same_data({k: a.get(k)}, {k: b.get(k)})}
+
+
+def compare(expected: dict[str, dict[str, Any]], got: list[dict[str, Any]], key: str) -> Comparison:
+    """Lost = expected ids missing; duplicated = extra copies of an id; mismatched = same id, other data."""
+    counts = Counter(r[key] for r in got)
+    duplicated = sum(n - 1 for n in counts.values() if n > 1)
+    lost_ids = [i for i in expected if i not in counts]
+    by_id = {r[key]: r for r in got}
+    wrong = [i for i, v in by_id.items() if i in expected and not same_data(expected[i], v)]
+    extra = [i for i in by_id if i not in expected]
+    examples = [f"lost {i}" for i in lost_ids[:3]]
+    examples += [f"mismatched {i}: {_diff(expected[i], by_id[i])}" for i in wrong[:3]]
+    examples += [f"unexpected {i}" for i in extra[:3]]
+    examples += [f"duplicated {i} x{n}" for i, n in counts.items() if n > 1][:3]
+    return Comparison(len(expected), len(got), len(lost_ids), duplicated, len(wrong) + len(extra), examples)
+
+
+# ---- the clean run -----------------------------------------------------------------------------
+
+
+def synth_files(out_dir: Path, symbols: int, ticks_per_symbol: int, seed: int) -> list[Path]:
+    """Deterministic Kibot files, one per symbol (the project's own generator)."""
+    from streaming.sources.synth import write_synth
+
+    return [f.path for f in write_synth(symbols, ticks_per_symbol, seed, SYNTH_DAY, out_dir)]
+
+
+def base_settings() -> Settings:
+    """Settings from the (empty) test env file: the defaults every stage subprocess also uses."""
+    return load_settings()
+
+
+def offline_run(files: list[Path], work: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The clean run: offline replay to bins, offline aggregate to bars; returns (bins by bin_id, bars by bar_id)."""
+    from streaming.aggregate.offline import aggregate_file
+    from streaming.aggregate.processor import window_config
+    from streaming.replay.offline import replay_to_jsonl
+
+    settings = base_settings()
+    bins_path, bars_path = work / "clean_bins.jsonl", work / "clean_bars.jsonl"
+    replay_to_jsonl([str(f) for f in files], bins_path, work / "clean_replay_dlq.jsonl", settings)
+    aggregate_file(bins_path, bars_path, work / "clean_agg_dlq.jsonl", window_config(settings))
+    bins = [orjson.loads(line) for line in bins_path.read_bytes().splitlines() if line.strip()]
+    bars = [orjson.loads(line) for line in bars_path.read_bytes().splitlines() if line.strip()]
+    return {b["bin_id"]: b for b in bins}, {b["bar_id"]: b for b in bars}
+
+
+# ---- waiting -----------------------------------------------------------------------------------
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.2) -> float:
+    """Poll until `predicate` holds; returns the seconds it took (AssertionError naming `what` on timeout)."""
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout_s:
+            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(interval_s)
+    return time.monotonic() - started
+
+
+def committed_offsets(kafka: KafkaSettings, group: str, topic: str, partitions: int) -> int:
+    """Sum of a group's committed offsets on `topic` (without joining the group); -1 when unreachable."""
+    consumer = Consumer({**kafka.client_base(), "group.id": group, "enable.auto.commit": False})
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        return sum(max(tp.offset, 0) for tp in consumer.committed(tps, timeout=10))
+    except Exception:  # the broker is down: that is what some scenarios inject
+        return -1
+    finally:
+        consumer.close()
+
+
+def end_offsets(kafka: KafkaSettings, topic: str) -> dict[int, int]:
+    """High watermark per partition of `topic` (control records included); {} when unreachable."""
+    consumer = Consumer({**kafka.client_base(), "group.id": "reliability-ends", "enable.auto.commit": False})
+    try:
+        md = consumer.list_topics(topic, timeout=10).topics[topic]
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in md.partitions}
+    except Exception:  # the broker is down
+        return {}
+    finally:
+        consumer.close()
+
+
+def committed_map(kafka: KafkaSettings, group: str, topic: str, partitions: int) -> dict[int, int]:
+    """A group's committed offset per partition of `topic` (-1 where none); {} when unreachable."""
+    consumer = Consumer({**kafka.client_base(), "group.id": group, "enable.auto.commit": False})
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        return {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=10)}
+    except Exception:  # the broker is down
+        return {}
+    finally:
+        consumer.close()
+
+
+def group_caught_up(kafka: KafkaSettings, group: str) -> bool:
+    """Whether the aggregator group committed every partition of ticks.raw to its end.
+
+    A transactional producer ends each partition with a commit marker that no consumer sees,
+    so a committed offset of high - 1 is the end too.
+    """
+    ends = end_offsets(kafka, kafka.topic_raw)
+    done = committed_map(kafka, group, kafka.topic_raw, kafka.partitions)
+    if not ends or not done:
+        return False
+    return all(high == 0 or done.get(p, -1) >= high - 1 for p, high in ends.items())
+
+
+def wait_quiet(kafka: KafkaSettings, group: str, quiet_s: float, timeout_s: float,
+               tend: Callable[[], None] = lambda: None) -> None:
+    """Wait until the group is caught up and ticks.agg.1s has not grown for `quiet_s` (the idle flush is out).
+
+    Why not `aggregate --until-idle`: it compares the committed offset with the high watermark, which a
+    transactional input never reaches (see docs/reliability.md, findings), so a daemon run is ended by SIGTERM.
+    """
+    deadline = time.monotonic() + timeout_s
+    last: dict[int, int] = {}
+    since = time.monotonic()
+    while time.monotonic() < deadline:
+        tend()
+        now = end_offsets(kafka, kafka.topic_agg)
+        if now != last or not group_caught_up(kafka, group):
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the aggregator group {group} did not go quiet within {timeout_s:.0f}s")
+
+
+# ---- resources ---------------------------------------------------------------------------------
+
+
+def probe_aggregator() -> None:
+    """`python -m tick_platform_tests.reliability_support`: one aggregator run until idle, then a JSON line of
+    its counters, the largest number of open windows any partition held, and the peak RSS of the process.
+
+    Why a probe and not `python -m streaming aggregate`: the aggregator does not expose its open-window count,
+    so this wraps PartitionWindows.add to watch it; the run itself is the real Aggregator on the real topics.
+    """
+    import resource
+
+    from streaming.aggregate import windows
+    from streaming.aggregate.processor import Aggregator
+
+    peak = {"open": 0}
+    original = windows.PartitionWindows.add
+
+    def watched(self: windows.PartitionWindows, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        # Bounded state means: never more than AGG_MAX_OPEN_WINDOWS after an add returns.
+        peak["open"] = max(peak["open"], self.open_count)
+
+    windows.PartitionWindows.add = watched  # type: ignore[method-assign]
+    counters = Aggregator(load_settings(), until_idle=True).run()
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    print(json.dumps({"bins_in": counters.bins_in, "bars_out": counters.bars_out, "late": counters.late,
+                      "dlq": counters.dlq, "poison": counters.poison, "max_open_windows_seen": peak["open"],
+                      "peak_rss_mb": round(rss_mb, 1)}))
+
+
+# ---- the scorecard -----------------------------------------------------------------------------
+
+
+def record_score(scenario: str, injected: str, messages_in: int, messages_out: int, lost: int, duplicated: int,
+                 recovery_s: float | None, path: Path = SCORECARD, **extra: Any) -> dict[str, Any]:
+    """Append one scorecard row (the latest row per scenario wins in the report)."""
+    row: dict[str, Any] = {
+        "scenario": scenario, "injected": injected, "messages_in": messages_in, "messages_out": messages_out,
+        "lost": lost, "duplicated": duplicated,
+        "recovery_s": None if recovery_s is None else round(recovery_s, 1),
+        "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **extra,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fh.write(json.dumps(row, sort_keys=False) + "\n")
+    return row
+
+
+# ---- a supervised pipeline ---------------------------------------------------------------------
+
+# The aggregator's idle timeout is 2 s: no new bar for this long after catching up means the last flush is out.
+QUIET_S = 6.0
+# Liveness: a stage without progress this long (broker reachable, work left) is restarted, and that is reported.
+STALL_S = 60.0
+WATCH_EVERY_S = 5.0
+
+
+@dataclass
+class Supervised:
+    """The replay and the aggregator daemon of one scenario, restarted when they fail (each failure is kept).
+
+    Like systemd's Restart=on-failure plus a liveness probe: a stage that exits with an error is started
+    again, and so is one that makes no progress for STALL_S while the broker answers and work remains.
+    """
+
+    replay: Stage
+    aggregator: Stage
+    kafka: KafkaSettings
+    group: str
+    quiet_s: float = QUIET_S
+    failures: list[str] = field(default_factory=list)
+    _progress: dict[str, tuple[int, float]] = field(default_factory=dict)
+    _last_watch: float = 0.0
+
+    def tend(self) -> None:
+        """One supervisor pass: restart a stage that exited with an error (the daemon if it exited at all)."""
+        code = self.replay.poll()
+        if code is not None and code != 0:
+            self.failures.append(f"replay exited {code}: {_last_error(self.replay)}")
+            self.replay.start()
+        code = self.aggregator.poll()
+        if code is not None:
+            self.failures.append(f"aggregate exited {code}: {_last_error(self.aggregator)}")
+            self.aggregator.start()
+        self._watch()
+
+    def _watch(self) -> None:
+        """The liveness probe: progress = ticks.raw end offsets (replay), committed input offsets (aggregator)."""
+        now = time.monotonic()
+        if now - self._last_watch < WATCH_EVERY_S:
+            return
+        self._last_watch = now
+        for stage in (self.replay, self.aggregator):
+            if not stage.running:
+                self._progress.pop(stage.name, None)
+                continue
+            if stage is self.replay:
+                ends = end_offsets(self.kafka, self.kafka.topic_raw)
+                value, idle = (sum(ends.values()), False) if ends else (-1, False)
+            else:
+                value = committed_offsets(self.kafka, self.group, self.kafka.topic_raw, self.kafka.partitions)
+                idle = value >= 0 and group_caught_up(self.kafka, self.group)
+            seen = self._progress.get(stage.name)
+            # Unreachable broker or nothing to do: no judgement, the clock starts again.
+            if value < 0 or idle or seen is None or seen[0] != value:
+                self._progress[stage.name] = (value, now)
+            elif now - seen[1] >= STALL_S:
+                self.failures.append(f"{stage.name} stalled: no progress for {now - seen[1]:.0f}s while the broker "
+                                     "answered; killed and restarted")
+                stage.kill(signal.SIGKILL)
+                stage.start()
+                self._progress.pop(stage.name, None)
+
+    def tended(self, predicate: Callable[[], bool]) -> Callable[[], bool]:
+        """`predicate`, checked after a supervisor pass (for wait_until while the stages run)."""
+
+        def check() -> bool:
+            self.tend()
+            return predicate()
+
+        return check
+
+    def run_to_end(self, timeout_s: float) -> None:
+        """Tend both stages until the replay finished and the aggregator is caught up and quiet; then SIGTERM it."""
+        deadline = time.monotonic() + timeout_s
+        while self.replay.poll() != 0:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the replay did not finish in {timeout_s:.0f}s\n{self.replay.tail()}")
+            self.tend()
+            time.sleep(0.2)
+        wait_quiet(self.kafka, self.group, self.quiet_s, max(30.0, deadline - time.monotonic()), self.tend)
+        code = self.aggregator.kill(signal.SIGTERM)
+        if code != 0:
+            self.failures.append(f"aggregate exited {code} on SIGTERM: {_last_error(self.aggregator)}")
+
+
+def _last_error(stage: Stage) -> str:
+    lines = [line for line in stage.tail(60).splitlines() if "error" in line.lower()]
+    return lines[-1].strip() if lines else stage.tail(3).replace("\n", " | ")
+
+
+@dataclass
+class Run:
+    """What a scenario produced, compared with the clean run."""
+
+    bins: Comparison
+    bars: Comparison
+    dlq: int
+    failures: list[str]
+
+
+def start_pipeline(kafka: KafkaSettings, files: list[Path], work: Path, speed: float,
+                   idle_timeout_ms: int | None = None) -> Supervised:
+    """Replay `files` at `speed` and run one aggregator (stable instance id, so a restart fences its predecessor).
+
+    `idle_timeout_ms` sets AGG_IDLE_TIMEOUT_MS (default: the aggregator's own, 2 s).
+    """
+    job = f"rel-{uuid.uuid4().hex[:8]}"
+    env = stage_env(kafka, AGG_GROUP_ID=f"agg-{job}", AGG_INSTANCE_ID=f"{job}-a")
+    if idle_timeout_ms is not None:
+        env["AGG_IDLE_TIMEOUT_MS"] = str(idle_timeout_ms)
+    replay = Stage("replay", ["replay", *map(str, files), "--speed", str(speed), "--job-id", job, "--quiet"],
+                   env, work / "replay.log")
+    aggregator = Stage("aggregate", ["aggregate"], env, work / "aggregate.log")
+    aggregator.start()
+    replay.start()
+    # Quiet = longer than the idle timeout, so the final idle flush is out before the daemon is stopped.
+    quiet_s = max(QUIET_S, (idle_timeout_ms or 2_000) / 1000 + 4)
+    return Supervised(replay, aggregator, kafka, env["AGG_GROUP_ID"], quiet_s)
+
+
+def check_against_clean_run(kafka: KafkaSettings, expected_bins: dict, expected_bars: dict,
+                            failures: list[str]) -> Run:
+    """Read ticks.raw, ticks.agg.1s and ticks.dlq read_committed and compare with the offline run."""
+    bins = compare(expected_bins, decode_rows(read_committed(kafka, kafka.topic_raw)), "bin_id")
+    bars = compare(expected_bars, decode_rows(read_committed(kafka, kafka.topic_agg)), "bar_id")
+    dlq = len(read_committed(kafka, kafka.topic_dlq))
+    return Run(bins, bars, dlq, failures)
+
+
+def assert_exact(run: Run) -> None:
+    """The acceptance: both topics equal the clean run, nothing dead-lettered (the input has no late ticks)."""
+    assert run.bins.exact, run.bins
+    assert run.bars.exact, run.bars
+    assert run.dlq == 0, f"{run.dlq} records in ticks.dlq (late bins after the failure?)"
+
+
+def score(scenario: str, injected: str, ticks: int, run: Run, recovery_s: float, **extra: Any) -> None:
+    """One scorecard row: messages in = bins the replay should publish, out = bars in ticks.agg.1s."""
+    record_score(scenario, injected, run.bins.expected, run.bars.got, run.bins.lost + run.bars.lost,
+                 run.bins.duplicated + run.bars.duplicated, recovery_s, ticks=ticks, bars_expected=run.bars.expected,
+                 mismatched=run.bins.mismatched + run.bars.mismatched, dlq=run.dlq,
+                 stage_restarts_on_error=len(run.failures), findings=run.failures, **extra)
+
+
+if __name__ == "__main__":
+    probe_aggregator()

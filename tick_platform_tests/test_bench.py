@@ -1,0 +1,102 @@
+"""Smoke tests of the benchmark harness (streaming/bench): parsers, profiles, and the peer job.
+
+No timing is asserted anywhere: only that the pieces run and that our aggregator and the
+Quix Streams job produce the same bars on a tiny topic.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from streaming.bench.aggregate_bench import compare_bars, read_bars, run_ours, run_quix
+from streaming.bench.harness import Bench, Sizes, run_measured
+from streaming.bench.perf_tools import bin_record_size, parse_consumer, parse_producer
+from streaming.bench.profiling import self_times
+from streaming.bench.replay_bench import SYNTH_DATE, make_topics, run_replay
+from streaming.broker.runner import LocalCluster, fetch_jars
+from streaming.config import PROJECT_ROOT
+from streaming.records import bin_decoder, encode
+
+PRODUCER_OUT = """\
+WARN the --producer-props option is deprecated
+150000 records sent, 30000.0 records/sec (10.10 MB/sec), 5.1 ms avg latency, 420.0 ms max latency.
+300000 records sent, 53927.736833 records/sec (18.15 MB/sec), 1143.34 ms avg latency, 1666.00 ms max latency, \
+1100 ms 50th, 1500 ms 95th, 1637 ms 99th, 1660 ms 99.9th.
+"""
+
+CONSUMER_OUT = """\
+start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec, rebalance.time.ms, \
+fetch.time.ms, fetch.MB.sec, fetch.nMsg.sec
+2026-11-24 19:09:40:100, 2026-11-24 19:09:42:411, 100.9, 43.7015, 300000, 129813.9334, 1006, 1305, 77.3901, \
+229885.0575
+"""
+
+
+def test_perf_tool_outputs_are_parsed() -> None:
+    prod = parse_producer(PRODUCER_OUT)
+    assert (prod.records, prod.records_per_s, prod.mb_per_s, prod.p99_latency_ms) == (300000, 53927.736833, 18.15,
+                                                                                       1637.0)
+    cons = parse_consumer(CONSUMER_OUT)
+    assert (cons.records, cons.records_per_s, cons.fetch_records_per_s) == (300000, 129813.9334, 229885.0575)
+
+
+def test_record_size_is_a_real_bin() -> None:
+    from streaming.bench.perf_tools import sample_bin
+
+    raw = encode(sample_bin())
+    assert bin_decoder.decode(raw).symbol == "AAPL"
+    assert bin_record_size() == len(raw)
+
+
+def test_self_time_folds_the_profile_tree() -> None:
+    tree = {"root_frame": {"function": "main", "file_path_short": "a.py", "line_no": 1, "time": 1.0, "children": [
+        {"function": "hot", "file_path_short": "b.py", "line_no": 2, "time": 0.7, "children": []},
+        {"function": "warm", "file_path_short": "c.py", "line_no": 3, "time": 0.2, "children": []},
+    ]}}
+    total, frames = self_times(tree)
+    assert total == 1.0
+    assert [name.split(" ")[0] for name, _ in frames] == ["hot", "warm", "main"]
+
+
+def test_native_time_is_charged_to_our_calling_function() -> None:
+    tree = {"root_frame": {"function": "<module>", "file_path": "runpy.py", "time": 1.0, "children": [
+        {"function": "_process", "file_path": "/x/streaming/aggregate/processor.py", "line_no": 9, "time": 0.9,
+         "children": [{"function": "consume", "file_path": "<built-in>", "time": 0.6, "children": []}]},
+    ]}}
+    _, frames = self_times(tree, by_our_caller=True)
+    assert frames[0][0].startswith("_process") and abs(frames[0][1] - 0.9) < 1e-9
+
+
+def test_measured_child_reports_peak_rss(tmp_path: Path) -> None:
+    res = run_measured(["python3", "-c", "x = bytearray(50 * 2**20); print('ok')"], timeout_s=60, cwd=tmp_path)
+    assert res.rc == 0 and res.text("out") == "ok"
+    assert res.peak_rss_mb >= 0  # a child this short may exit before the first sample
+
+
+@pytest.mark.kafka
+def test_quix_job_and_our_aggregator_make_the_same_bars(kafka_cluster: LocalCluster, tmp_path: Path) -> None:
+    from streaming.sources.synth import write_synth
+
+    env_file = tmp_path / "empty.env"
+    env_file.write_text("")
+    bench = Bench(True, Sizes.quick(), tmp_path, kafka_cluster.bootstrap, fetch_jars(PROJECT_ROOT / ".cache" / "kafka"),
+                  env_file, log=lambda _line: None)
+    files = [f.path for f in write_synth(4, 400, 3, date.fromisoformat(SYNTH_DATE), tmp_path / "synth")]
+    topics = make_topics(bench, "test")
+    replayed = run_replay(bench, files, topics, "test", timeout_s=120)
+    assert replayed.ticks == 1600 and replayed.bins > 0
+
+    ours = run_ours(bench, topics.raw, True, None, label="test-ours")
+    peer = run_quix(bench, topics.raw, replayed.bins, "exactly-once", label="test-quix")
+    assert ours.bins == replayed.bins and peer.bins == replayed.bins
+
+    check = compare_bars(read_bars(bench.brokers, ours.output_topic), read_bars(bench.brokers, peer.output_topic))
+    assert check["common"] > 0
+    assert check["mismatched"] == 0, check["examples"]
+    assert check["only_quix"] == 0
+    # Quix final() closes a window only on a later message of its partition: each symbol's last window(s)
+    # stay open at the end of the input, where our idle timeout flushes them.
+    assert check["only_ours"] <= 2 * 4

@@ -1,0 +1,189 @@
+"""Fact assets and checks through dagster.materialize: real broker, real DuckDB file, the real sample."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+from dagster import AssetSelection, DagsterInstance, materialize
+
+from streaming.config import KafkaSettings, Settings, load_settings
+from streaming.records import Bar
+from tick_platform.assets.facts import fact_ticks
+from tick_platform.backfill import RANGE_END_TAG, RANGE_START_TAG, BackfillReport, materialize_facts
+from tick_platform.checks import FACT_CHECKS
+from tick_platform.resources import KafkaResource, WarehouseResource
+from tick_platform.warehouse_sql import VIEWS
+from tick_platform_tests.test_platform_support import (
+    assert_facts_equal,
+    bars_from_ticks,
+    expected_ohlcv,
+    produce_bars,
+    read_kibot,
+)
+
+pytestmark = pytest.mark.kafka
+
+DAY_START = datetime(2010, 2, 17, 14, 30, tzinfo=UTC)  # 09:30 ET
+DAY_END = datetime(2010, 2, 17, 20, 45, tzinfo=UTC)  # 15:45 ET
+
+
+def _settings(db: Path) -> Settings:
+    return load_settings(loader={"target": "duckdb", "duckdb_path": str(db)})
+
+
+def _table(db: Path, name: str) -> pl.DataFrame:
+    with duckdb.connect(str(db), read_only=True) as conn:
+        return conn.sql(f"SELECT * FROM CORE.{name} ORDER BY BAR_ID").pl()
+
+
+def _resources(kafka: KafkaSettings, settings: Settings) -> dict[str, object]:
+    return {"kafka": KafkaResource.from_settings(kafka), "warehouse": WarehouseResource.from_settings(settings)}
+
+
+def _checks_only(kafka: KafkaSettings, settings: Settings, instance: DagsterInstance) -> dict[str, tuple[bool, dict]]:
+    result = materialize(
+        [fact_ticks, *FACT_CHECKS],
+        selection=AssetSelection.all_asset_checks(),
+        tags={RANGE_START_TAG: "2010-02-17-14:30", RANGE_END_TAG: "2010-02-17-14:55"},
+        resources=_resources(kafka, settings),
+        instance=instance,
+        raise_on_error=False,
+    )
+    return {
+        e.check_name: (e.passed, {k: v.value for k, v in e.metadata.items()})
+        for e in result.get_asset_check_evaluations()
+    }
+
+
+@pytest.fixture()
+def sample_ticks(sample_path: Path) -> pl.DataFrame:
+    return read_kibot(sample_path)
+
+
+@pytest.fixture()
+def loaded(
+    kafka: KafkaSettings, sample_ticks: pl.DataFrame, tmp_path: Path
+) -> tuple[Settings, DagsterInstance, BackfillReport]:
+    produce_bars(kafka, bars_from_ticks(sample_ticks))
+    settings = _settings(tmp_path / "warehouse.duckdb")
+    instance = DagsterInstance.ephemeral()
+    report = materialize_facts(DAY_START, DAY_END, settings, kafka=kafka, instance=instance)
+    return settings, instance, report
+
+
+def test_day_backfill_matches_independent_ohlcv(
+    loaded: tuple[Settings, DagsterInstance, BackfillReport], sample_ticks: pl.DataFrame
+) -> None:
+    settings, _, report = loaded
+    db = settings.loader.duckdb_path
+    assert report.success
+    assert (report.first_partition, report.last_partition, report.partitions) == (
+        "2010-02-17-14:30",
+        "2010-02-17-20:40",
+        75,
+    )
+    assert report.rows == {"FACT_TICKS_60S": 374, "FACT_TICKS_300S": 75}
+    assert len(report.checks) == len(FACT_CHECKS)
+    assert report.checks_passed, [c for c in report.checks if not c.passed]
+    assert report.metadata["bars_1s"] == 5049
+    rows_60 = _table(db, "FACT_TICKS_60S")
+    rows_300 = _table(db, "FACT_TICKS_300S")
+    assert (rows_60.height, rows_300.height) == (374, 75)
+    assert_facts_equal(rows_60, expected_ohlcv(sample_ticks, 60))
+    assert_facts_equal(rows_300, expected_ohlcv(sample_ticks, 300))
+    assert rows_300["BAR_ID"][0] == "WDC-1266417000000-300"
+    with duckdb.connect(str(db), read_only=True) as conn:
+        for view in VIEWS:
+            assert conn.execute(f"SELECT COUNT(*) FROM {view}").fetchone()[0] > 0, view  # type: ignore[index]
+        vwap = conn.execute("SELECT SESSION_VWAP, VOLUME FROM MART.V_SESSION_VWAP").fetchone()
+        assert conn.execute("SELECT COUNT(*) FROM CORE.DIM_SYMBOL WHERE SYMBOL = 'WDC'").fetchone()[0] == 1  # type: ignore[index]
+        minutes_2010 = conn.execute("SELECT COUNT(*) FROM CORE.DIM_CALENDAR WHERE YEAR = 2010").fetchone()[0]  # type: ignore[index]
+    total = sample_ticks.select((pl.col("price") * pl.col("size")).sum() / pl.col("size").sum()).item()
+    assert vwap is not None and abs(vwap[0] - total) < 1e-6 and vwap[1] == 3_582_490
+    assert minutes_2010 == 261 * 390  # weekdays of 2010 x 390 session minutes
+
+
+def _snapshot(db: Path) -> tuple[list[tuple], list[tuple]]:
+    with duckdb.connect(str(db), read_only=True) as conn:
+        return (
+            conn.execute("SELECT * FROM CORE.FACT_TICKS_60S ORDER BY BAR_ID").fetchall(),
+            conn.execute("SELECT * FROM CORE.FACT_TICKS_300S ORDER BY BAR_ID").fetchall(),
+        )
+
+
+def test_rematerialize_is_identical_and_revisions_win(
+    kafka: KafkaSettings, sample_ticks: pl.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bars = bars_from_ticks(sample_ticks)
+    produce_bars(kafka, bars)
+    settings = _settings(tmp_path / "w.duckdb")
+    instance = DagsterInstance.ephemeral()
+    first = materialize_facts(
+        DAY_START, DAY_START + timedelta(minutes=30), settings, kafka=kafka, instance=instance, with_dimensions=False
+    )
+    assert first.success and first.rows == {"FACT_TICKS_60S": 30, "FACT_TICKS_300S": 6}
+    before = _snapshot(settings.loader.duckdb_path)
+    again = materialize(
+        [fact_ticks, *FACT_CHECKS],
+        partition_key="2010-02-17-14:40",
+        resources=_resources(kafka, settings),
+        instance=instance,
+    )
+    assert again.success
+    assert _snapshot(settings.loader.duckdb_path) == before  # byte-identical, LOAD_TS included
+
+    # A corrected bar (same bar_id, revision 1) arrives later in the topic; with the revise policy it wins.
+    target = next(b for b in bars if b.start_ts_ms >= 1266417600000)  # first bar at/after 14:40 UTC
+    revised = Bar(**{**{f: getattr(target, f) for f in Bar.__struct_fields__}, "high": 99.5, "revision": 1})
+    produce_bars(kafka, [revised])
+    monkeypatch.setenv("AGG_LATE_POLICY", "revise")
+    monkeypatch.setenv("AGG_REVISE_HORIZON_MS", str(24 * 3_600_000))
+    third = materialize(
+        [fact_ticks, *FACT_CHECKS],
+        partition_key="2010-02-17-14:40",
+        resources=_resources(kafka, settings),
+        instance=instance,
+    )
+    assert third.success
+    assert all(e.passed for e in third.get_asset_check_evaluations() if e.check_name != "fact_300s_freshness")
+    rows_60, rows_300 = (
+        _table(settings.loader.duckdb_path, "FACT_TICKS_60S"),
+        _table(settings.loader.duckdb_path, "FACT_TICKS_300S"),
+    )
+    minute = rows_60.filter(pl.col("BAR_ID") == f"WDC-{target.start_ts_ms // 60000 * 60000:013d}-60")
+    assert float(minute["HIGH"][0]) == 99.5
+    assert float(rows_300.filter(pl.col("BAR_ID") == "WDC-1266417600000-300")["HIGH"][0]) == 99.5
+    assert rows_60.height == 30 and rows_300.height == 6  # replaced, not added
+
+
+def test_planted_faults_fail_their_checks(kafka: KafkaSettings, sample_ticks: pl.DataFrame, tmp_path: Path) -> None:
+    produce_bars(kafka, bars_from_ticks(sample_ticks))
+    settings = _settings(tmp_path / "w.duckdb")
+    instance = DagsterInstance.ephemeral()
+    report = materialize_facts(
+        DAY_START, DAY_START + timedelta(minutes=30), settings, kafka=kafka, instance=instance, with_dimensions=False
+    )
+    assert report.success
+    db = settings.loader.duckdb_path
+    changed = "WDC-1266417120000-60"  # 14:32 UTC
+    removed = "WDC-1266418200000-60"  # 14:50 UTC
+    with duckdb.connect(str(db)) as conn:
+        conn.execute("UPDATE CORE.FACT_TICKS_60S SET HIGH = HIGH + 1 WHERE BAR_ID = ?", [changed])
+        conn.execute("DELETE FROM CORE.FACT_TICKS_60S WHERE BAR_ID = ?", [removed])
+    checks = _checks_only(kafka, settings, instance)
+    passed, meta = checks["fact_60s_matches_bars"]
+    assert not passed
+    offending = {(r["BAR_ID"], r["problem"]) for r in meta["offending"]}
+    assert offending == {(changed, "HIGH differs"), (removed, "missing in warehouse")}
+    passed, meta = checks["fact_60s_no_missing_bars"]
+    assert not passed and [r["BAR_ID"] for r in meta["offending"]] == [removed]
+    assert meta["offending"][0]["missing"] == meta["offending"][0]["bars_in_kafka"] > 0
+    passed, meta = checks["fact_300s_matches_60s"]
+    assert not passed and {r["BAR_ID"] for r in meta["offending"]} == {"WDC-1266417000000-300", "WDC-1266418200000-300"}
+    passed, meta = checks["fact_60s_ohlc_invariants"]
+    assert passed  # HIGH + 1 keeps low <= open, close <= high
+    assert checks["fact_300s_matches_bars"][0] and checks["fact_60s_unique_bar_id"][0]

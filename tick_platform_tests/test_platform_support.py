@@ -1,0 +1,139 @@
+"""Helpers of the platform tests: the raw sample as ticks, 1 s bars produced to a topic, independent OHLCV.
+
+No tests here. The bars follow the aggregator's ordering contract: per partition, revision-0
+bars in non-decreasing start_ts_ms; partition = crc32(symbol) % partitions; key = symbol.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+
+import polars as pl
+from confluent_kafka import Producer
+
+from streaming.config import KafkaSettings
+from streaming.records import Bar, encode, make_bar_id
+
+
+def read_kibot(path: Path, symbol: str = "WDC") -> pl.DataFrame:
+    """Kibot Date,Time,Price,Bid,Ask,Size (US/Eastern) as symbol, ts_ms (UTC epoch ms), price, size, in file order."""
+    raw = pl.read_csv(
+        path,
+        has_header=False,
+        new_columns=["date", "time", "price", "bid", "ask", "size"],
+        schema_overrides={"date": pl.String, "time": pl.String, "price": pl.Float64, "size": pl.Int64},
+    )
+    return raw.select(
+        pl.lit(symbol).alias("symbol"),
+        (pl.col("date") + " " + pl.col("time"))
+        .str.strptime(pl.Datetime("ms"), "%m/%d/%Y %H:%M:%S")
+        .dt.replace_time_zone("America/New_York")
+        .dt.epoch("ms")
+        .alias("ts_ms"),
+        "price",
+        "size",
+    )
+
+
+def bars_from_ticks(ticks: pl.DataFrame, ingest_ts_ms: int = 1_700_000_000_000) -> list[Bar]:
+    """1 s bars (revision 0) by a per-second group-by of ticks in file order."""
+    grouped = (
+        ticks.with_columns((pl.col("ts_ms") // 1000 * 1000).alias("start"))
+        .group_by(["symbol", "start"], maintain_order=True)
+        .agg(
+            pl.col("price").first().alias("open"),
+            pl.col("price").max().alias("high"),
+            pl.col("price").min().alias("low"),
+            pl.col("price").last().alias("close"),
+            pl.col("size").sum().alias("volume"),
+            (pl.col("price") * pl.col("size")).sum().alias("notional"),
+            pl.len().alias("n"),
+        )
+        .sort(["start", "symbol"])
+    )
+    return [
+        Bar(
+            bar_id=make_bar_id(r["symbol"], r["start"]),
+            symbol=r["symbol"],
+            start_ts_ms=r["start"],
+            end_ts_ms=r["start"] + 1000,
+            open=r["open"],
+            high=r["high"],
+            low=r["low"],
+            close=r["close"],
+            volume=r["volume"],
+            notional=r["notional"],
+            vwap=r["notional"] / r["volume"] if r["volume"] else r["close"],
+            trade_count=r["n"],
+            bin_count=1,
+            max_lateness_ms=0,
+            api_send_ts_ms=None,
+            source_event_ts_ms=r["start"],
+            ingest_ts_ms=ingest_ts_ms,
+        )
+        for r in grouped.iter_rows(named=True)
+    ]
+
+
+def partition_of(symbol: str, partitions: int) -> int:
+    """The aggregator's partitioner: crc32(symbol) % partitions."""
+    return zlib.crc32(symbol.encode()) % partitions
+
+
+def produce_bars(kafka: KafkaSettings, bars: Iterable[Bar]) -> int:
+    """Produce bars keyed by symbol to the agg topic, in the given order; returns how many."""
+    producer = Producer({**kafka.client_base(), "enable.idempotence": True, "acks": "all", "linger.ms": 5})
+    n = 0
+    for bar in bars:
+        producer.produce(
+            kafka.topic_agg,
+            key=bar.symbol.encode(),
+            value=encode(bar),
+            partition=partition_of(bar.symbol, kafka.partitions),
+        )
+        n += 1
+        if n % 10_000 == 0:
+            producer.flush()
+    producer.flush(30)
+    return n
+
+
+def expected_ohlcv(ticks: pl.DataFrame, window_s: int) -> pl.DataFrame:
+    """Independent per-window OHLCV straight from the raw ticks (no bars involved)."""
+    w = window_s * 1000
+    return (
+        ticks.with_columns((pl.col("ts_ms") // w * w).alias("start"))
+        .group_by(["symbol", "start"], maintain_order=True)
+        .agg(
+            pl.col("price").first().alias("OPEN"),
+            pl.col("price").max().alias("HIGH"),
+            pl.col("price").min().alias("LOW"),
+            pl.col("price").last().alias("CLOSE"),
+            pl.col("size").sum().alias("VOLUME"),
+            (pl.col("price") * pl.col("size")).sum().alias("NOTIONAL"),
+            (pl.col("ts_ms") // 1000).n_unique().alias("SOURCE_COUNT"),
+        )
+        .with_columns(
+            pl.format("{}-{}-{}", "symbol", pl.col("start").cast(pl.String).str.zfill(13), pl.lit(str(window_s))).alias(
+                "BAR_ID"
+            ),
+            (pl.col("NOTIONAL") / pl.col("VOLUME")).alias("VWAP"),
+        )
+        .sort("BAR_ID")
+    )
+
+
+def assert_facts_equal(actual: pl.DataFrame, expected: pl.DataFrame) -> None:
+    """Warehouse fact rows equal the independent OHLCV (prices to 1e-6, notional relative 1e-9)."""
+    a = actual.sort("BAR_ID")
+    e = expected.sort("BAR_ID")
+    assert a["BAR_ID"].to_list() == e["BAR_ID"].to_list()
+    for col in ("VOLUME", "SOURCE_COUNT"):
+        assert a[col].cast(pl.Int64).to_list() == e[col].cast(pl.Int64).to_list(), col
+    for col in ("OPEN", "HIGH", "LOW", "CLOSE", "VWAP"):
+        diff = (a[col].cast(pl.Float64) - e[col].cast(pl.Float64)).abs().max()
+        assert diff is not None and float(diff) <= 1e-6, (col, diff)  # type: ignore[arg-type]
+    rel = ((a["NOTIONAL"].cast(pl.Float64) - e["NOTIONAL"]).abs() / e["NOTIONAL"]).max()
+    assert rel is not None and float(rel) <= 1e-9, rel  # type: ignore[arg-type]

@@ -1,0 +1,163 @@
+"""Security basics: loopback by default, SASL/SSL settings reach every Kafka client, secrets never shown.
+
+No broker needed: the Kafka clients are replaced by recorders that keep the configuration they
+were built with, so the test sees exactly what librdkafka would get.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from streaming.config import PROJECT_ROOT, ApiSettings, DashboardSettings, KafkaSettings, load_settings
+
+PASSWORD = "pa55-Very-Secret-42"
+SNOW_PASSWORD = "snow-Secret-99"
+SECURITY_ENV = {
+    "KAFKA_BROKERS": "kafka-1.example.com:9093,kafka-2.example.com:9093",
+    "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+    "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+    "KAFKA_SASL_USERNAME": "tick-platform",
+    "KAFKA_SASL_PASSWORD": PASSWORD,
+    "KAFKA_SSL_CA_LOCATION": "/etc/ssl/certs/ca.pem",
+    "KAFKA_CLIENT_CONFIG": '{"ssl.endpoint.identification.algorithm": "https", "client.rack": "az1"}',
+}
+EXPECTED = {
+    "bootstrap.servers": "kafka-1.example.com:9093,kafka-2.example.com:9093",
+    "security.protocol": "SASL_SSL",
+    "sasl.mechanism": "SCRAM-SHA-512",
+    "sasl.username": "tick-platform",
+    "sasl.password": PASSWORD,
+    "ssl.ca.location": "/etc/ssl/certs/ca.pem",
+    "ssl.endpoint.identification.algorithm": "https",
+    "client.rack": "az1",
+}
+
+
+@pytest.fixture()
+def secure_env(monkeypatch: pytest.MonkeyPatch) -> KafkaSettings:
+    """SASL/SSL settings in the environment, as a user's .env would set them."""
+    for name, value in SECURITY_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SNOW_ACCOUNT", "xy12345")
+    monkeypatch.setenv("SNOW_USER", "loader")
+    monkeypatch.setenv("SNOW_PASSWORD", SNOW_PASSWORD)
+    return load_settings().kafka
+
+
+class Recorder:
+    """Stands in for a confluent_kafka client class; keeps every configuration it is built with."""
+
+    def __init__(self) -> None:
+        self.configs: list[dict[str, Any]] = []
+
+    def __call__(self, conf: dict[str, Any], *_args: Any, **_kwargs: Any) -> Recorder:
+        self.configs.append(dict(conf))
+        return self
+
+    def __getattr__(self, _name: str) -> Any:
+        return lambda *_a, **_k: None
+
+
+def assert_passes_security(conf: dict[str, Any]) -> None:
+    missing = {k: v for k, v in EXPECTED.items() if conf.get(k) != v}
+    assert missing == {}, f"not passed through: {sorted(missing)}"
+
+
+def test_client_base_passes_the_librdkafka_security_names_through(secure_env: KafkaSettings) -> None:
+    assert_passes_security(secure_env.client_base())
+
+
+def test_every_kafka_client_gets_the_security_settings(secure_env: KafkaSettings,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replay producer, aggregator consumer and producer, platform reader, validator, dashboard, admin."""
+    import dashboard.feed
+    import streaming.aggregate.processor
+    import streaming.broker.topics
+    import streaming.validate.kafka_reader
+    from dashboard.bar_cache import BarCache
+    from streaming.aggregate.processor import Aggregator
+    from streaming.replay.kafka_io import producer_config
+    from tick_platform.bar_reader import consumer_config
+
+    settings = load_settings()
+    seen: dict[str, dict[str, Any]] = {
+        "replay producer": producer_config(secure_env, settings.replay, "tick-replay-x"),
+        "platform bar reader": consumer_config(secure_env),
+    }
+    for module, attrs in ((streaming.aggregate.processor, ("Consumer", "Producer")),
+                          (streaming.validate.kafka_reader, ("Consumer",)), (dashboard.feed, ("Consumer",)),
+                          (streaming.broker.topics, ("AdminClient",))):
+        for attr in attrs:
+            monkeypatch.setattr(module, attr, Recorder())
+    Aggregator(settings)
+    seen["aggregator consumer"] = streaming.aggregate.processor.Consumer.configs[-1]  # type: ignore[attr-defined]
+    seen["aggregator producer"] = streaming.aggregate.processor.Producer.configs[-1]  # type: ignore[attr-defined]
+    streaming.validate.kafka_reader.reader_consumer(secure_env)
+    seen["validator"] = streaming.validate.kafka_reader.Consumer.configs[-1]  # type: ignore[attr-defined]
+    dashboard.feed.BarFeed(secure_env, BarCache(10))._consumer()
+    seen["dashboard feed"] = dashboard.feed.Consumer.configs[-1]  # type: ignore[attr-defined]
+    streaming.broker.topics.admin_client(secure_env)
+    seen["admin client"] = streaming.broker.topics.AdminClient.configs[-1]  # type: ignore[attr-defined]
+    for client, conf in seen.items():
+        missing = sorted(k for k, v in EXPECTED.items() if conf.get(k) != v)
+        assert missing == [], f"{client}: not passed through: {missing}"
+
+
+def test_secrets_never_appear_in_repr_str_or_dumps(secure_env: KafkaSettings) -> None:
+    settings = load_settings()
+    shown = [repr(settings), str(settings), repr(settings.kafka), str(settings.kafka), repr(settings.snow),
+             settings.kafka.model_dump_json(), settings.snow.model_dump_json(), str(settings.kafka.model_dump())]
+    for text in shown:
+        assert PASSWORD not in text
+        assert SNOW_PASSWORD not in text
+    assert settings.kafka.sasl_password is not None and settings.kafka.sasl_password.get_secret_value() == PASSWORD
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    import os
+
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "SNOW_"))}
+    full.update(env)
+    return subprocess.run([sys.executable, "-m", "streaming", *args], cwd=PROJECT_ROOT, env=full,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_a_bad_setting_beside_a_password_is_one_line_without_the_secret() -> None:
+    """A config error names the setting in one line; the password of the same section is not printed."""
+    done = run_cli("topics", "list", env={**SECURITY_ENV, "KAFKA_PARTITIONS": "lots"})
+    output = done.stdout + done.stderr
+    assert done.returncode == 2
+    assert "KAFKA_PARTITIONS" in output and len(output.strip().splitlines()) == 1
+    assert PASSWORD not in output
+
+
+def test_malformed_client_config_json_is_a_one_line_config_error() -> None:
+    """KAFKA_CLIENT_CONFIG that is not JSON: exit 2 with one line naming it, never a traceback or the value."""
+    done = run_cli("topics", "list", env={**SECURITY_ENV,
+                                          "KAFKA_CLIENT_CONFIG": '{"sasl.password": "' + PASSWORD + '",'})
+    output = done.stdout + done.stderr
+    assert PASSWORD not in output
+    assert "Traceback" not in output, output[-2000:]
+    assert done.returncode == 2 and "KAFKA_CLIENT_CONFIG" in output
+
+
+def test_services_bind_loopback_by_default() -> None:
+    """API, dashboard, the broker and the aggregator's metrics listen on 127.0.0.1 unless told otherwise."""
+    from streaming.aggregate.command import _serve_metrics
+    from streaming.aggregate.counters import Counters
+    from streaming.broker.runner import plan_nodes
+
+    settings = load_settings()
+    assert ApiSettings().host == settings.api.host == "127.0.0.1"
+    assert DashboardSettings().host == settings.dashboard.host == "127.0.0.1"
+    assert all(node.host == "127.0.0.1" for node in plan_nodes(KafkaSettings().brokers, 3))
+    server = _serve_metrics(0, Counters)
+    try:
+        assert server.server_address[0] == "127.0.0.1"
+    finally:
+        server.shutdown()
+        server.server_close()
