@@ -127,7 +127,7 @@ class BarFeed:
                         continue
                     try:
                         bar = bar_decoder.decode(msg.value() or b"")
-                    except msgspec.DecodeError:
+                    except (msgspec.DecodeError, UnicodeDecodeError):
                         self._rejected += 1
                         continue
                     self._messages += 1

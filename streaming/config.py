@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from streaming.errors import ConfigError
 
@@ -250,4 +250,9 @@ def load_settings(env_file: str | None = None, **overrides: dict[str, Any]) -> S
             built[key] = section(_env_file=chosen, **values)  # type: ignore[call-arg]
         except ValidationError as exc:
             raise ConfigError(_one_line(section, exc)) from None
+        except SettingsError as exc:  # e.g. a JSON-valued setting that is not JSON
+            text = str(exc).splitlines()[0]
+            field = text.split('"')[1] if text.count('"') >= 2 else "?"
+            prefix = str(section.model_config.get("env_prefix", ""))
+            raise ConfigError(f"{prefix}{field}".upper() + f": not valid JSON ({text})") from None
     return Settings(**built)

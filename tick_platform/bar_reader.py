@@ -126,7 +126,7 @@ def _decode(value: bytes | None) -> Bar | None:
         return None
     try:
         return bar_decoder.decode(value)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         return None  # not a bar: the aggregator never writes these; skip rather than stop
 
 

@@ -42,7 +42,8 @@ def sample_path() -> Path:
 @pytest.fixture(scope="session")
 def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """One real single-node Kafka for the session, on free ports, stopped at the end."""
-    run_dir = tmp_path_factory.mktemp("kafka")
+    # Not under pytest's basetemp: concurrent pytest sessions prune each other's old basetemps.
+    run_dir = Path(tempfile.mkdtemp(prefix="tick-kafka-"))
     base = free_port_base(1)
     cluster = LocalCluster(run_dir, PROJECT_ROOT / ".cache" / "kafka", f"127.0.0.1:{base}", 1, "768m")
     try:

@@ -390,4 +390,8 @@ def min_heap(heap: str) -> str:
 def _random_cluster_id() -> str:
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # A leading "-" would be read as an option by StorageTool's argument parser.
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid

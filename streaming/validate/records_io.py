@@ -81,7 +81,7 @@ def _decode(
             continue
         try:
             record = decoder.decode(value)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             bad += 1
             first_error = first_error or str(exc)
             continue
