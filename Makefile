@@ -97,7 +97,7 @@ typecheck: $(STAMP) ## mypy
 
 test: $(STAMP) browser ## Install everything and run the whole suite against a real broker
 	$(PYTHON) -c "from streaming.broker.runner import fetch_jars; from streaming.config import PROJECT_ROOT; fetch_jars(PROJECT_ROOT / '.cache' / 'kafka')"
-	$(PYTHON) -m pytest -q -ra $(ARGS)
+	$(PYTHON) -m pytest -q -ra -m "not slow" $(ARGS)
 
 test-unit: $(STAMP) ## Only the tests that need no broker
 	$(PYTHON) -m pytest -q -m "not kafka and not browser" $(ARGS)
