@@ -174,19 +174,8 @@ class PartitionWindows:
         if end <= self.watermark:
             self._late(b, offset, start, now_ms)
             return
-        bucket = self.open.get(start)
-        if bucket is None:
-            bucket = self.open[start] = {}
-            if end < self._next_close_end:
-                self._next_close_end = end
-        acc = bucket.get(b.symbol)
-        if acc is None:
-            bucket[b.symbol] = WindowAcc(b, start, end, offset)
-            self.open_count += 1
-            if self.open_count > self.config.max_open_windows:
-                self._close_oldest(now_ms, offset + 1)
-        else:
-            acc.merge(b)
+        if self._accumulate(b, start, end, offset) and self.open_count > self.config.max_open_windows:
+            self._close_oldest(now_ms, offset + 1)
 
     def rebuild(self, b: Bin, offset: int) -> None:
         """Re-add a bin read again after a restart, without emitting: skip it if its window was closed."""
@@ -199,6 +188,10 @@ class PartitionWindows:
             if self.config.late_policy == "revise":
                 self._rebuild_closed(b, offset, start, end)
             return
+        self._accumulate(b, start, end, offset)
+
+    def _accumulate(self, b: Bin, start: int, end: int, offset: int) -> bool:
+        """Add `b` to its open window; True when that opened a new (symbol, window)."""
         bucket = self.open.get(start)
         if bucket is None:
             bucket = self.open[start] = {}
@@ -208,8 +201,9 @@ class PartitionWindows:
         if acc is None:
             bucket[b.symbol] = WindowAcc(b, start, end, offset)
             self.open_count += 1
-        else:
-            acc.merge(b)
+            return True
+        acc.merge(b)
+        return False
 
     # -- wall-clock driven flushes --------------------------------------------------------
 
