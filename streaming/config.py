@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from streaming.errors import ConfigError
@@ -168,9 +168,18 @@ class LoaderSettings(BaseSettings):
 
     target: Literal["auto", "duckdb", "snowflake"] = "auto"
     duckdb_path: Path = PROJECT_ROOT / "data" / "warehouse.duckdb"
-    partitions_start: str = Field("2010-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$")
+    # A bounded set of 5-minute partitions keeps Dagster's UI and checks fast: 288 per day.
+    partitions_start: str = Field("2024-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$")
+    partitions_end: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}$")  # exclusive; None = open
     consumer_group: str = "tick-platform-facts"
     freshness_sla_s: int = Field(30, ge=1)
+
+    @model_validator(mode="after")
+    def _end_after_start(self) -> LoaderSettings:
+        if self.partitions_end is not None and self.partitions_end <= self.partitions_start:
+            raise ValueError(f"SNOWFLAKE_PARTITIONS_END: {self.partitions_end} is not after "
+                             f"SNOWFLAKE_PARTITIONS_START ({self.partitions_start})")
+        return self
 
 
 class DashboardSettings(BaseSettings):
@@ -228,7 +237,9 @@ _SECTIONS: dict[str, type[BaseSettings]] = {
 def _one_line(section: type[BaseSettings], exc: ValidationError) -> str:
     prefix = str(section.model_config.get("env_prefix", ""))
     err = exc.errors()[0]
-    name = str(err["loc"][0]) if err.get("loc") else "?"
+    if not err.get("loc"):  # a check across fields: its message names them
+        return str(err["msg"]).removeprefix("Value error, ")
+    name = str(err["loc"][0])
     env_name = name if name.upper().startswith(prefix.upper()) else f"{prefix}{name}"
     value = err.get("input")
     shown = "" if isinstance(value, dict) else f" (got {value!r})"
@@ -256,3 +267,15 @@ def load_settings(env_file: str | None = None, **overrides: dict[str, Any]) -> S
             prefix = str(section.model_config.get("env_prefix", ""))
             raise ConfigError(f"{prefix}{field}".upper() + f": not valid JSON ({text})") from None
     return Settings(**built)
+
+
+def is_configured(name: str, env_file: str | None = None) -> bool:
+    """Whether the user set `name` (environment or env file) rather than leaving its default."""
+    if name in os.environ or name.lower() in os.environ:
+        return True
+    chosen = env_file if env_file is not None else _env_file()
+    if chosen is None or not Path(chosen).is_file():
+        return False
+    from dotenv import dotenv_values
+
+    return any(k.upper() == name.upper() for k in dotenv_values(chosen))

@@ -22,7 +22,7 @@ from tick_platform.partitions import (
     WINDOW_MS,
     floor_window,
     partition_key,
-    partitions_start_ms,
+    partitions_bounds_ms,
     to_ms,
 )
 from tick_platform.resources import KafkaResource, WarehouseResource
@@ -64,16 +64,24 @@ class BackfillReport:
         return bool(self.checks) and all(c.passed for c in self.checks)
 
 
-def partition_range(start: datetime, end: datetime, partitions_start: str) -> tuple[str, str, int]:
+def partition_range(
+    start: datetime, end: datetime, partitions_start: str, partitions_end: str | None = None
+) -> tuple[str, str, int]:
     """First and last partition key covering `[start, end)` and how many partitions that is."""
     t0 = floor_window(to_ms(start))
     t1 = -(-to_ms(end) // WINDOW_MS) * WINDOW_MS
     if t1 <= t0:
         raise BackfillError(f"empty range [{start}, {end})")
-    if t0 < partitions_start_ms(partitions_start):
+    first_ms, end_ms = partitions_bounds_ms(partitions_start, partitions_end)
+    if t0 < first_ms:
         raise BackfillError(
             f"{naive_utc(t0):%Y-%m-%d %H:%M} is before SNOWFLAKE_PARTITIONS_START={partitions_start}; "
             "set it to the replayed day or earlier"
+        )
+    if end_ms is not None and t1 > end_ms:
+        raise BackfillError(
+            f"{naive_utc(t1):%Y-%m-%d %H:%M} is past SNOWFLAKE_PARTITIONS_END={partitions_end}; "
+            "set it after the replayed day (or leave it empty)"
         )
     return partition_key(t0), partition_key(t1 - WINDOW_MS), (t1 - t0) // WINDOW_MS
 
@@ -112,7 +120,7 @@ def materialize_facts(
     Naive datetimes are UTC. Raises BackfillError for a range outside the partitions.
     """
     chosen = settings or load_settings(env_file)
-    first, last, count = partition_range(start, end, chosen.loader.partitions_start)
+    first, last, count = partition_range(start, end, chosen.loader.partitions_start, chosen.loader.partitions_end)
     t0 = to_ms(datetime.strptime(first, "%Y-%m-%d-%H:%M").replace(tzinfo=UTC))
     t1 = t0 + count * WINDOW_MS
     resources = {

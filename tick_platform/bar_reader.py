@@ -23,7 +23,6 @@ from streaming.errors import TickPlatformError
 from streaming.records import Bar, bar_decoder
 
 _PROBE_TIMEOUT_S = 10.0
-_BATCH = 500
 
 
 class BarReadError(TickPlatformError):
@@ -138,25 +137,23 @@ def _records(
         return
     consumer.assign([TopicPartition(topic, partition, start)])
     try:
-        position = start
+        # One message per poll: a batch consume() waits for its count, and transaction markers
+        # make `end - start` overcount the visible records, so a batch would sit out its timeout.
         while True:
-            # consume() waits until it has num_messages or times out: never ask for more than remain.
-            msgs = consumer.consume(num_messages=max(1, min(_BATCH, end - position)), timeout=_PROBE_TIMEOUT_S)
-            if not msgs:
+            msg = consumer.poll(_PROBE_TIMEOUT_S)
+            if msg is None:
                 raise BarReadError(f"timed out reading {topic}[{partition}] at offsets [{start}, {end})")
-            for msg in msgs:
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        return
-                    raise BarReadError(f"reading {topic}[{partition}]: {err}")
-                offset = int(msg.offset())
-                if offset >= end:
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
                     return
-                yield offset, msg.value()
-                if offset >= end - 1:
-                    return
-                position = offset + 1
+                raise BarReadError(f"reading {topic}[{partition}]: {err}")
+            offset = int(msg.offset())
+            if offset >= end:
+                return
+            yield offset, msg.value()
+            if offset >= end - 1:
+                return
     finally:
         consumer.unassign()
 

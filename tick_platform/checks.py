@@ -23,7 +23,7 @@ from tick_platform.assets.facts import FACT_60S_KEY, FACT_300S_KEY, WAREHOUSE_PO
 from tick_platform.bar_reader import OffsetRange, partition_heads, read_ranges
 from tick_platform.closure import PartitionState, closed_until
 from tick_platform.fact_store import naive_utc, normalize, read_rows
-from tick_platform.partitions import FACT_PARTITIONS, floor_window
+from tick_platform.partitions import floor_window
 from tick_platform.resources import KafkaResource, WarehouseResource
 from tick_platform.rollup import bars_frame, rollup_bars, rollup_facts
 from tick_platform.validation import compare_rows, missing_bar_counts, ohlc_violations
@@ -95,7 +95,6 @@ def _rows_match_bars(
 @asset_check(
     asset=FACT_60S_KEY,
     pool=WAREHOUSE_POOL,
-    partitions_def=FACT_PARTITIONS,
     description="Each 60 s row equals the rollup of its 1 s bars.",
 )
 def fact_60s_matches_bars(
@@ -108,7 +107,6 @@ def fact_60s_matches_bars(
 @asset_check(
     asset=FACT_300S_KEY,
     pool=WAREHOUSE_POOL,
-    partitions_def=FACT_PARTITIONS,
     description="Each 300 s row equals the rollup of its 1 s bars.",
 )
 def fact_300s_matches_bars(
@@ -121,7 +119,6 @@ def fact_300s_matches_bars(
 @asset_check(
     asset=FACT_300S_KEY,
     pool=WAREHOUSE_POOL,
-    partitions_def=FACT_PARTITIONS,
     description="Each 300 s row equals the rollup of its five 60 s rows.",
 )
 def fact_300s_matches_60s(context: AssetCheckExecutionContext, warehouse: WarehouseResource) -> AssetCheckResult:
@@ -146,7 +143,6 @@ def _ohlc(
 @asset_check(
     asset=FACT_60S_KEY,
     pool=WAREHOUSE_POOL,
-    partitions_def=FACT_PARTITIONS,
     description="low <= open, close <= high; volume >= 0; vwap in range.",
 )
 def fact_60s_ohlc_invariants(context: AssetCheckExecutionContext, warehouse: WarehouseResource) -> AssetCheckResult:
@@ -157,7 +153,6 @@ def fact_60s_ohlc_invariants(context: AssetCheckExecutionContext, warehouse: War
 @asset_check(
     asset=FACT_300S_KEY,
     pool=WAREHOUSE_POOL,
-    partitions_def=FACT_PARTITIONS,
     description="low <= open, close <= high; volume >= 0; vwap in range.",
 )
 def fact_300s_ohlc_invariants(context: AssetCheckExecutionContext, warehouse: WarehouseResource) -> AssetCheckResult:
@@ -177,7 +172,6 @@ def _duplicates(warehouse: WarehouseResource, table: Table) -> AssetCheckResult:
 @asset_check(
     asset=FACT_60S_KEY,
     pool=WAREHOUSE_POOL,
-    partitions_def=FACT_PARTITIONS,
     description="No BAR_ID appears twice in FACT_TICKS_60S.",
 )
 def fact_60s_unique_bar_id(warehouse: WarehouseResource) -> AssetCheckResult:
@@ -188,7 +182,6 @@ def fact_60s_unique_bar_id(warehouse: WarehouseResource) -> AssetCheckResult:
 @asset_check(
     asset=FACT_300S_KEY,
     pool=WAREHOUSE_POOL,
-    partitions_def=FACT_PARTITIONS,
     description="No BAR_ID appears twice in FACT_TICKS_300S.",
 )
 def fact_300s_unique_bar_id(warehouse: WarehouseResource) -> AssetCheckResult:
@@ -199,7 +192,6 @@ def fact_300s_unique_bar_id(warehouse: WarehouseResource) -> AssetCheckResult:
 @asset_check(
     asset=FACT_60S_KEY,
     pool=WAREHOUSE_POOL,
-    partitions_def=FACT_PARTITIONS,
     description="No 1 s bar of the window is missing (count vs ticks.agg.1s).",
 )
 def fact_60s_no_missing_bars(
@@ -223,7 +215,6 @@ def fact_60s_no_missing_bars(
 @asset_check(
     asset=FACT_300S_KEY,
     pool=WAREHOUSE_POOL,
-    partitions_def=FACT_PARTITIONS,
     description="The facts are not behind the stream: every window ticks.agg.1s has closed is loaded.",
 )
 def fact_300s_freshness(kafka: KafkaResource, warehouse: WarehouseResource) -> AssetCheckResult:

@@ -13,18 +13,20 @@ WINDOW_MS = WINDOW_S * 1000
 KEY_FORMAT = "%Y-%m-%d-%H:%M"
 
 
-def fact_partitions(start: str) -> TimeWindowPartitionsDefinition:
-    """5-minute UTC partitions from `start` (YYYY-MM-DD), keys like 2010-02-17-14:30."""
+def fact_partitions(start: str, end: str | None = None) -> TimeWindowPartitionsDefinition:
+    """5-minute UTC partitions from `start` to `end` (YYYY-MM-DD, exclusive; open if None)."""
     return TimeWindowPartitionsDefinition(
         cron_schedule="*/5 * * * *",
         start=datetime.strptime(start, "%Y-%m-%d"),
+        end=datetime.strptime(end, "%Y-%m-%d") if end else None,
         fmt=KEY_FORMAT,
         timezone="UTC",
         end_offset=0,
     )
 
 
-FACT_PARTITIONS = fact_partitions(load_settings().loader.partitions_start)
+_LOADER = load_settings().loader
+FACT_PARTITIONS = fact_partitions(_LOADER.partitions_start, _LOADER.partitions_end)
 
 
 def partition_key(start_ms: int) -> str:
@@ -51,5 +53,10 @@ def floor_window(ts_ms: int) -> int:
 
 
 def partitions_start_ms(start: str) -> int:
-    """Epoch ms of a YYYY-MM-DD partitions start."""
+    """Epoch ms of a YYYY-MM-DD partitions start (or end)."""
     return to_ms(datetime.strptime(start, "%Y-%m-%d"))
+
+
+def partitions_bounds_ms(start: str, end: str | None) -> tuple[int, int | None]:
+    """`(start_ms, end_ms)` of the configured partitions; end None when open."""
+    return partitions_start_ms(start), partitions_start_ms(end) if end else None

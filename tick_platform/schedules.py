@@ -3,9 +3,11 @@
 from dagster import DefaultScheduleStatus, RunRequest, ScheduleEvaluationContext, SkipReason, schedule
 
 from streaming.config import load_settings
+from tick_platform.assets.facts import FACT_60S_KEY
+from tick_platform.bar_reader import partition_heads
 from tick_platform.closure import scheduled_window
 from tick_platform.jobs import FACT_JOB
-from tick_platform.partitions import partition_key, partitions_start_ms, to_ms
+from tick_platform.partitions import partition_key, partitions_bounds_ms, to_ms
 from tick_platform.resources import KafkaResource
 
 # One minute past each 5-minute boundary: the window that just closed has had its lateness by then.
@@ -25,7 +27,16 @@ def fact_ticks_schedule(context: ScheduleEvaluationContext, kafka: KafkaResource
     if scheduled is None:
         return SkipReason("no scheduled time")
     start = scheduled_window(to_ms(scheduled), kafka.lateness_ms())
-    if start < partitions_start_ms(load_settings().loader.partitions_start):
-        return SkipReason("window before the partitions start")
+    loader = load_settings().loader
+    first_ms, end_ms = partitions_bounds_ms(loader.partitions_start, loader.partitions_end)
+    if start < first_ms or (end_ms is not None and start >= end_ms):
+        return SkipReason("window outside SNOWFLAKE_PARTITIONS_START..SNOWFLAKE_PARTITIONS_END")
     key = partition_key(start)
+    # Skip what would only write an empty window (a historical replay, a quiet stream) or redo
+    # the sensor's work; a window the sensor missed is exactly what remains.
+    newest = max((h.last_start_ms for h in partition_heads(kafka.kafka()) if h.last_start_ms is not None), default=None)
+    if newest is None or newest < start:
+        return SkipReason(f"no bar in ticks.agg.1s reaches the window {key} (newest bar starts at {newest})")
+    if key in context.instance.get_materialized_partitions(FACT_60S_KEY):
+        return SkipReason(f"{key} is already materialized (by the sensor)")
     return RunRequest(run_key=key, partition_key=key)

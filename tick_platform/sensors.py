@@ -17,10 +17,23 @@ from streaming.config import load_settings
 from tick_platform.bar_reader import first_revision0_start, partition_heads
 from tick_platform.closure import SensorCursor, advance_states, closed_until, windows_to_request
 from tick_platform.jobs import FACT_JOB
-from tick_platform.partitions import WINDOW_MS, floor_window, partition_key, partitions_start_ms
+from tick_platform.partitions import WINDOW_MS, floor_window, partition_key, partitions_bounds_ms
 from tick_platform.resources import KafkaResource
 
 MAX_REQUESTS_PER_TICK = 100
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+def _run_requests(starts: list[int]) -> list[RunRequest]:
+    """One run per closed window in live mode; ONE ranged run when the sensor catches up on many.
+
+    The facts have a single-run backfill policy, so a replayed hour is one process, not twelve.
+    """
+    if len(starts) <= 1:
+        return [RunRequest(run_key=partition_key(t0), partition_key=partition_key(t0)) for t0 in starts]
+    first, last = partition_key(starts[0]), partition_key(starts[-1])
+    return [RunRequest(run_key=f"{first}...{last}", tags={RANGE_START_TAG: first, RANGE_END_TAG: last})]
 
 
 @sensor(
@@ -42,11 +55,15 @@ def closed_windows_sensor(context: SensorEvaluationContext, kafka: KafkaResource
         first = first_revision0_start(settings)
         if first is not None:
             next_window = floor_window(first)
+    loader = load_settings().loader
+    first_ms, end_ms = partitions_bounds_ms(loader.partitions_start, loader.partitions_end)
     if next_window is not None:
-        next_window = max(next_window, partitions_start_ms(load_settings().loader.partitions_start))
+        next_window = max(next_window, first_ms)
     closed_end = closed_until(states, now_ms, kafka.idle_ms(), kafka.horizon_ms())
+    if closed_end is not None and end_ms is not None:
+        closed_end = min(closed_end, end_ms)  # bars past SNOWFLAKE_PARTITIONS_END have no partition
     starts = windows_to_request(next_window, closed_end, MAX_REQUESTS_PER_TICK) if next_window is not None else []
-    requests = [RunRequest(run_key=partition_key(t0), partition_key=partition_key(t0)) for t0 in starts]
+    requests = _run_requests(starts)
     if starts:
         next_window = starts[-1] + WINDOW_MS
     new_cursor = SensorCursor(states, next_window)
@@ -71,6 +88,6 @@ def closed_windows_sensor(context: SensorEvaluationContext, kafka: KafkaResource
             asset_events=events,
         )
     context.log.info(
-        f"requesting {len(requests)} partition(s): {requests[0].partition_key} .. {requests[-1].partition_key}"
+        f"requesting {len(starts)} partition(s): {partition_key(starts[0])} .. {partition_key(starts[-1])}"
     )
     return SensorResult(run_requests=requests, cursor=new_cursor.to_json(), asset_events=events)

@@ -22,6 +22,10 @@ os.environ["ENV_FILE"] = str(_EMPTY_ENV)
 for _name in list(os.environ):
     if _name.split("_", 1)[0] in {"KAFKA", "REPLAY", "AGG", "SNOW", "SNOWFLAKE", "DASHBOARD", "API", "BROKER"}:
         del os.environ[_name]
+# The facts of the suite are those of the real sample (2010-02-17): a bounded partition set, as
+# the pipeline and the demo give Dagster (tests of other days set their own).
+os.environ["SNOWFLAKE_PARTITIONS_START"] = "2010-02-17"
+os.environ["SNOWFLAKE_PARTITIONS_END"] = "2010-02-19"
 
 from streaming.broker.runner import LocalCluster, free_port_base  # noqa: E402
 from streaming.broker.topics import bootstrap_topics  # noqa: E402

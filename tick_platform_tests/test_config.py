@@ -54,7 +54,8 @@ def test_snowflake_is_chosen_when_an_account_is_set(monkeypatch: pytest.MonkeyPa
 @pytest.mark.parametrize(
     ("name", "value"),
     [("REPLAY_SPEED", "fast"), ("KAFKA_BROKERS", "nohostport"), ("AGG_LATE_POLICY", "ignore"),
-     ("KAFKA_PARTITIONS", "0"), ("DASHBOARD_PORT", "99999")],
+     ("KAFKA_PARTITIONS", "0"), ("DASHBOARD_PORT", "99999"), ("SNOWFLAKE_PARTITIONS_END", "2010-02-17"),
+     ("SNOWFLAKE_PARTITIONS_START", "17.02.2010")],
 )
 def test_bad_value_names_the_setting(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv(name, value)

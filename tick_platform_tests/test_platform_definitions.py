@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dagster import AssetKey, BackfillPolicy, DagsterInstance
 
+from streaming.pipeline.services import prepare_dagster_home
 from tick_platform.definitions import defs
 from tick_platform.partitions import FACT_PARTITIONS
 
@@ -45,10 +46,10 @@ def test_lineage_partitions_checks_and_automation() -> None:
     assert defs.resolve_schedule_def("fact_ticks_schedule").cron_schedule == "1-59/5 * * * *"
 
 
-def test_dagster_yaml_template_loads(tmp_path: Path) -> None:
-    template = ROOT / "tick_platform" / "dagster_home" / "dagster.yaml"
-    (tmp_path / "dagster.yaml").write_text(template.read_text())
-    instance = DagsterInstance.from_config(str(tmp_path))
+def test_prepared_dagster_home_has_the_warehouse_pool(tmp_path: Path) -> None:
+    home = prepare_dagster_home(tmp_path / "home")
+    assert (home / "dagster.yaml").is_file()
+    instance = DagsterInstance.from_config(str(home))
     try:
         settings = instance.get_concurrency_config()
         assert settings.pool_config.default_pool_limit == 1

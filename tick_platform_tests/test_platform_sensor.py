@@ -7,10 +7,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, RunRequest, SensorResult, build_schedule_context, build_sensor_context
+from dagster import (
+    AssetMaterialization,
+    DagsterInstance,
+    RunRequest,
+    SensorResult,
+    SkipReason,
+    build_schedule_context,
+    build_sensor_context,
+)
 
 from streaming.config import KafkaSettings
 from streaming.records import Bar
+from tick_platform.assets.facts import FACT_60S_KEY
 from tick_platform.closure import SensorCursor
 from tick_platform.resources import KafkaResource
 from tick_platform.schedules import fact_ticks_schedule
@@ -28,14 +37,25 @@ def _keys(first_ms: int, count: int) -> list[str]:
     ]
 
 
+ALL_KEYS = _keys(FIRST_WINDOW_MS - 24 * 12 * 300_000, 3 * 24 * 12)
+
+
 def _evaluate(resource: KafkaResource, cursor: str | None, instance: DagsterInstance) -> tuple[list[str], str]:
     context = build_sensor_context(cursor=cursor, resources={"kafka": resource}, instance=instance)
     result = closed_windows_sensor(context)
     assert isinstance(result, SensorResult)
     requests = result.run_requests or []
-    assert all(r.run_key == r.partition_key for r in requests)
+    assert len(requests) <= 1  # catching up on many windows is ONE ranged run
     assert result.cursor is not None
-    return [str(r.partition_key) for r in requests], result.cursor
+    if not requests:
+        return [], result.cursor
+    (request,) = requests
+    if request.partition_key is not None:
+        assert request.run_key == request.partition_key
+        return [request.partition_key], result.cursor
+    span = request.partition_key_range
+    assert span is not None and request.run_key == f"{span.start}...{span.end}"
+    return [k for k in ALL_KEYS if span.start <= k <= span.end], result.cursor
 
 
 def test_sensor_requests_closed_windows_once_across_restarts(kafka: KafkaSettings, sample_path: Path) -> None:
@@ -76,19 +96,52 @@ def test_sensor_requests_closed_windows_once_across_restarts(kafka: KafkaSetting
     assert _evaluate(eager, cursor, instance)[0] == []
 
 
-def test_schedule_requests_the_window_closed_after_lateness(kafka: KafkaSettings) -> None:
+def _bar(symbol: str, start: datetime) -> Bar:
+    t0 = int(start.timestamp() * 1000)
+    return Bar(
+        bar_id=f"{symbol}-{t0}", symbol=symbol, start_ts_ms=t0, end_ts_ms=t0 + 1000, open=10.0, high=10.0,
+        low=10.0, close=10.0, volume=100, notional=1000.0, vwap=10.0, trade_count=1, bin_count=1,
+        max_lateness_ms=0, api_send_ts_ms=None, source_event_ts_ms=t0, ingest_ts_ms=t0 + 1000,
+    )
+
+
+def test_schedule_requests_the_window_closed_after_lateness(
+    kafka: KafkaSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SNOWFLAKE_PARTITIONS_START", "2026-11-01")  # a live deployment's partitions
+    monkeypatch.delenv("SNOWFLAKE_PARTITIONS_END")
     resource = KafkaResource.from_settings(kafka)
     lateness_ms = resource.lateness_ms()
     assert lateness_ms < 60_000  # the cron's one-minute offset covers it
+    instance = DagsterInstance.local_temp(str(tmp_path))  # the schedule looks up materializations in it
+
+    def evaluate(at: datetime) -> RunRequest | SkipReason:
+        context = build_schedule_context(scheduled_execution_time=at, resources={"kafka": resource}, instance=instance)
+        result = fact_ticks_schedule(context)
+        assert isinstance(result, RunRequest | SkipReason)
+        return result
+
     scheduled = datetime(2026, 11, 24, 10, 6, tzinfo=UTC)
-    context = build_schedule_context(scheduled_execution_time=scheduled, resources={"kafka": resource})
-    request = fact_ticks_schedule(context)
+    empty = evaluate(scheduled)  # nothing in ticks.agg.1s: no empty window is written
+    assert isinstance(empty, SkipReason) and "no bar" in str(empty.skip_message)
+
+    produce_bars(kafka, [_bar("WDC", datetime(2026, 11, 24, 9, 57, tzinfo=UTC))])
+    behind = evaluate(scheduled)  # the stream has not reached 10:00 (a historical replay, a stall)
+    assert isinstance(behind, SkipReason) and "2026-11-24-10:00" in str(behind.skip_message)
+
+    produce_bars(kafka, [_bar("WDC", datetime(2026, 11, 24, 10, 2, tzinfo=UTC))])
+    request = evaluate(scheduled)
     assert isinstance(request, RunRequest)
     assert request.partition_key == "2026-11-24-10:00" and request.run_key == "2026-11-24-10:00"
-    early = build_schedule_context(
-        scheduled_execution_time=datetime(2026, 11, 24, 10, 5, 1, tzinfo=UTC), resources={"kafka": resource}
-    )
-    earlier = fact_ticks_schedule(early)
-    assert (
-        isinstance(earlier, RunRequest) and earlier.partition_key == "2026-11-24-09:55"
-    )  # 10:00-10:05 not yet past its lateness
+    earlier = evaluate(datetime(2026, 11, 24, 10, 5, 1, tzinfo=UTC))
+    # 10:00-10:05 is not yet past its lateness at 10:05:01
+    assert isinstance(earlier, RunRequest) and earlier.partition_key == "2026-11-24-09:55"
+
+    # Once the sensor has loaded the window, the schedule does not load it again.
+    instance.report_runless_asset_event(AssetMaterialization(FACT_60S_KEY, partition="2026-11-24-10:00"))
+    done = evaluate(scheduled)
+    assert isinstance(done, SkipReason) and "already materialized" in str(done.skip_message)
+
+    monkeypatch.setenv("SNOWFLAKE_PARTITIONS_END", "2026-11-24")  # the window has no partition
+    outside = evaluate(datetime(2026, 11, 24, 10, 11, tzinfo=UTC))
+    assert isinstance(outside, SkipReason) and "SNOWFLAKE_PARTITIONS_END" in str(outside.skip_message)

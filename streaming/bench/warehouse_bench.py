@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from datetime import date, timedelta
 from pathlib import Path
 
 from streaming.bench.aggregate_bench import read_bars
@@ -17,6 +18,10 @@ from streaming.bench.replay_bench import SYNTH_DATE, BenchError
 from streaming.config import PROJECT_ROOT
 
 SESSION_S = 6.5 * 3600
+
+
+def _next_day(day: str) -> str:
+    return (date.fromisoformat(day) + timedelta(days=1)).isoformat()
 
 
 def backfill_available() -> str | None:
@@ -53,7 +58,7 @@ def run_warehouse_section(bench: Bench) -> None:
     bars = {k: b for k, b in bars.items() if b["start_ts_ms"] < end}
     db = bench.run_dir / "warehouse.duckdb"
     env = bench.env(KAFKA_TOPIC_AGG=topic, SNOWFLAKE_TARGET="duckdb", SNOWFLAKE_DUCKDB_PATH=str(db),
-                    SNOWFLAKE_PARTITIONS_START=SYNTH_DATE)
+                    SNOWFLAKE_PARTITIONS_START=SYNTH_DATE, SNOWFLAKE_PARTITIONS_END=_next_day(SYNTH_DATE))
     env.pop("DAGSTER_HOME", None)  # an ephemeral instance: the bench leaves no runs in the user's home
     cmd = [PYTHON, "-m", "streaming.bench.warehouse_job", str(start), str(end)]
     bench.command("warehouse", cmd,

@@ -30,6 +30,7 @@ def pipeline(
     from streaming.broker.runner import ensure_broker
     from streaming.broker.topics import bootstrap_topics
     from streaming.pipeline.demo_data import ensure_demo_data
+    from streaming.pipeline.partitions_env import END, START, partitions_env
     from streaming.pipeline.services import (
         aggregator_service,
         api_service,
@@ -51,7 +52,11 @@ def pipeline(
         specs = [api_service(settings, files)]
         specs += [aggregator_service(i) for i in range(aggregators)]
         if dagster:
-            specs.append(dagster_service(home, dagster_port))
+            parts = partitions_env(files, realtime=realtime, symbol=symbol, env_file=env_file)
+            if parts:
+                console.print(f"fact partitions {parts.get(START)} .. {parts.get(END, 'open')} (the data's days; "
+                              f"set {START}/{END} to choose)")
+            specs.append(dagster_service(home, dagster_port, parts))
         if dashboard:
             specs.append(dashboard_service(settings))
         specs.append(replay_service(settings, files, via_api=via_api, realtime=realtime, symbol=symbol))

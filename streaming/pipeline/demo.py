@@ -24,6 +24,7 @@ from streaming.broker.topics import bootstrap_topics, delete_groups, recreate_to
 from streaming.config import PROJECT_ROOT, Settings
 from streaming.errors import TickPlatformError
 from streaming.pipeline.demo_data import ensure_demo_data
+from streaming.pipeline.partitions_env import END, START, partitions_env
 from streaming.pipeline.services import prepare_dagster_home
 
 if TYPE_CHECKING:
@@ -92,6 +93,13 @@ def run_demo(settings: Settings, data: list[str] | None, *, symbol: str | None =
     files = data or ensure_demo_data()
     console.print(f"  {len(files)} file(s): {', '.join(Path(f).name for f in files[:4])}"
                   f"{' …' if len(files) > 4 else ''}")
+    parts = partitions_env(files, realtime=False, symbol=symbol)
+    if parts:
+        # Before tick_platform is imported: its partitions are defined from these at import time.
+        os.environ.update(parts)
+        settings = Settings(**{**settings.__dict__, "loader": settings.loader.model_copy(
+            update={"partitions_start": parts[START], "partitions_end": parts.get(END)})})
+        console.print(f"  fact partitions {parts[START]} .. {parts.get(END, 'open')} (the data's days)")
     times.append(StepTime("data", time.monotonic() - t))
 
     t = _step(console, "aggregator (consumer group on ticks.raw, exactly-once) + replay at full speed")
@@ -143,6 +151,15 @@ def _backfill(settings: Settings, replay: ReplaySummary, console: Console) -> Ba
     return result
 
 
+def _platform_command(settings: Settings) -> str:
+    """`make platform` with the partition range the demo loaded (when it is not the configured one)."""
+    loader = settings.loader
+    if os.environ.get(START) != loader.partitions_start:
+        return "make platform"
+    end = f" {END}={loader.partitions_end}" if loader.partitions_end else ""
+    return f"{START}={loader.partitions_start}{end} make platform"
+
+
 def _summary(console: Console, settings: Settings, replay: ReplaySummary, report: ValidationReport,
              facts: BackfillReport,
              times: list[StepTime], total_s: float) -> bool:
@@ -179,7 +196,8 @@ def _summary(console: Console, settings: Settings, replay: ReplaySummary, report
     console.print(f"validation verdict: {verdict} (warehouse: {settings.loader.duckdb_path}"
                   f"{' → Snowflake' if settings.use_snowflake else ''})")
     console.print(
-        "next: [bold]make platform[/] → Dagster UI at http://127.0.0.1:3000 (assets, partitions, checks); "
+        f"next: [bold]{_platform_command(settings)}[/] → Dagster UI at http://127.0.0.1:3000 "
+        "(assets, partitions, checks); "
         "[bold]make dashboard[/] → http://127.0.0.1:8501; [bold]make down[/] stops the broker."
     )
     return ok

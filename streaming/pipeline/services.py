@@ -9,7 +9,7 @@ from pathlib import Path
 from streaming.config import PROJECT_ROOT, Settings
 from streaming.pipeline.supervisor import ServiceSpec
 
-DAGSTER_YAML_TEMPLATE = PROJECT_ROOT / "tick_platform" / "dagster.yaml"
+DAGSTER_YAML_TEMPLATE = PROJECT_ROOT / "tick_platform" / "dagster_home" / "dagster.yaml"
 
 
 def _cli(*args: str) -> list[str]:
@@ -62,12 +62,12 @@ def replay_service(settings: Settings, data: list[str], *, via_api: bool, realti
     return ServiceSpec("replay", _cli("replay", *args), ready_after_s=0.5, oneshot=True)
 
 
-def dagster_service(home: Path, port: int = 3000) -> ServiceSpec:
+def dagster_service(home: Path, port: int = 3000, env: dict[str, str] | None = None) -> ServiceSpec:
     """Dagster webserver and daemon (`dagster dev`): the schedule and sensor load the facts."""
     return ServiceSpec(
         "dagster",
         [_bin("dagster"), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
-        env={"DAGSTER_HOME": str(home)},
+        env={"DAGSTER_HOME": str(home), **(env or {})},
         health_url=f"http://127.0.0.1:{port}/server_info",
         start_timeout_s=240.0,
     )

@@ -137,9 +137,10 @@ class Supervisor:
                 continue
             self.say(f"stopping {spec.name}")
             _signal_group(proc, signal.SIGTERM)
-            # Each service gets a fair share of what is left of the budget.
-            remaining = [p for _, p in self.procs if p.poll() is None]
-            share = max(0.5, (deadline - time.monotonic()) / max(1, len(remaining)))
+            # What is left of the budget, less a second for each service still to stop after this
+            # one: dagster dev needs a few seconds to stop its daemon, webserver and code server.
+            later = sum(1 for _, p in self.procs if p.poll() is None and p is not proc)
+            share = max(0.5, deadline - time.monotonic() - later * 1.0)
             try:
                 proc.wait(timeout=share)
             except subprocess.TimeoutExpired:
