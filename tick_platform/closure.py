@@ -29,6 +29,7 @@ class SensorCursor:
 
     partitions: dict[int, PartitionState] = field(default_factory=dict)
     next_window_ms: int | None = None
+    raw_version: str | None = None  # ticks.raw end offsets and lag last observed (observe on change)
 
     def to_json(self) -> str:
         """Stable JSON for Dagster's cursor storage."""
@@ -39,6 +40,7 @@ class SensorCursor:
                     for p, s in sorted(self.partitions.items())
                 },
                 "next_window_ms": self.next_window_ms,
+                "raw_version": self.raw_version,
             },
             sort_keys=True,
         )
@@ -53,7 +55,7 @@ class SensorCursor:
             int(p): PartitionState(int(v["high"]), v.get("last_start_ms"), int(v["since_ms"]))
             for p, v in raw.get("partitions", {}).items()
         }
-        return cls(parts, raw.get("next_window_ms"))
+        return cls(parts, raw.get("next_window_ms"), raw.get("raw_version"))
 
 
 def advance_states(

@@ -13,7 +13,7 @@ from dagster import (
     sensor,
 )
 
-from streaming.config import load_settings
+from tick_platform.assets.streams import TICKS_AGG_1S, TICKS_RAW, observe_topic
 from tick_platform.bar_reader import first_revision0_start, partition_heads
 from tick_platform.closure import SensorCursor, advance_states, closed_until, windows_to_request
 from tick_platform.jobs import FACT_JOB
@@ -45,7 +45,8 @@ def _run_requests(starts: list[int]) -> list[RunRequest]:
 def closed_windows_sensor(context: SensorEvaluationContext, kafka: KafkaResource) -> SensorResult:
     """Scan partition heads, advance the cursor, request closed windows (run_key = partition key)."""
     cursor = SensorCursor.from_json(context.cursor)
-    settings = kafka.kafka()
+    full = kafka.settings()
+    settings = full.kafka
     known = {p: (s.high, s.last_start_ms) for p, s in cursor.partitions.items()}
     heads = partition_heads(settings, known)
     now_ms = int(time.time() * 1000)
@@ -55,8 +56,7 @@ def closed_windows_sensor(context: SensorEvaluationContext, kafka: KafkaResource
         first = first_revision0_start(settings)
         if first is not None:
             next_window = floor_window(first)
-    loader = load_settings().loader
-    first_ms, end_ms = partitions_bounds_ms(loader.partitions_start, loader.partitions_end)
+    first_ms, end_ms = partitions_bounds_ms(full.loader.partitions_start, full.loader.partitions_end)
     if next_window is not None:
         next_window = max(next_window, first_ms)
     closed_end = closed_until(states, now_ms, kafka.idle_ms(), kafka.horizon_ms())
@@ -66,12 +66,17 @@ def closed_windows_sensor(context: SensorEvaluationContext, kafka: KafkaResource
     requests = _run_requests(starts)
     if starts:
         next_window = starts[-1] + WINDOW_MS
-    new_cursor = SensorCursor(states, next_window)
+    raw_version, raw_meta = observe_topic(settings, settings.topic_raw, full.agg.group_id)
+    # Observe again when the aggregator's lag moves too, so the last observation shows it caught up.
+    raw_seen = f"{raw_version.value}|lag={raw_meta['consumer_lag'].value}"
+    new_cursor = SensorCursor(states, next_window, raw_seen)
     events = []
+    if raw_seen != cursor.raw_version:
+        events.append(AssetObservation(asset_key=TICKS_RAW.key, metadata=raw_meta))
     if any(cursor.partitions.get(p) != s for p, s in states.items()):
         events.append(
             AssetObservation(
-                asset_key="ticks_agg_1s",
+                asset_key=TICKS_AGG_1S.key,
                 metadata={
                     "end_offsets": MetadataValue.json({str(p): s.high for p, s in sorted(states.items())}),
                     "latest_event_ts_ms": MetadataValue.int(

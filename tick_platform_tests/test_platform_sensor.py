@@ -75,6 +75,7 @@ def test_sensor_requests_closed_windows_once_across_restarts(kafka: KafkaSetting
     keys, cursor = _evaluate(patient, None, instance)
     # WDCX's newest bar (09:4x ET) closes only the windows ending by 09:45 ET.
     assert keys == _keys(FIRST_WINDOW_MS, 3)
+    assert SensorCursor.from_json(cursor).raw_version == "0:0,1:0,2:0,3:0,4:0,5:0|lag=0"  # ticks.raw observed
     again, cursor = _evaluate(patient, cursor, instance)
     assert again == []  # a restart from the stored cursor repeats nothing
 

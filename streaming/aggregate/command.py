@@ -34,6 +34,19 @@ def _serve_metrics(port: int, counters: Callable[[], Counters]) -> ThreadingHTTP
     return server
 
 
+def _changed_lines(emit: Callable[[str], None]) -> Callable[[Counters], None]:
+    """A progress callback that stays quiet while nothing changes (an idle aggregator)."""
+    last: list[str] = [""]
+
+    def progress(counters: Counters) -> None:
+        line = counters.line()
+        if line != last[0]:
+            last[0] = line
+            emit(line)
+
+    return progress
+
+
 def aggregate(
     brokers: Annotated[str | None, typer.Option("--brokers", help="Bootstrap servers (KAFKA_BROKERS).")] = None,
     group_id: Annotated[str | None, typer.Option("--group-id", help="Consumer group (AGG_GROUP_ID).")] = None,
@@ -88,7 +101,7 @@ def aggregate(
 
         stop = StopFlag().install()
         aggregator = Aggregator(settings, stop.is_set, max_bins=max_bins, until_idle=until_idle,
-                                progress=lambda c: console.print(c.line(), highlight=False),
+                                progress=_changed_lines(lambda line: console.print(line, highlight=False)),
                                 log=lambda line: console.print(line, highlight=False))
         server = _serve_metrics(metrics_port, lambda: aggregator.counters) if metrics_port else None
         mode = "exactly-once" if settings.agg.exactly_once else "at-least-once"

@@ -38,9 +38,13 @@ class Counters:
         return (
             f"bins {self.bins_in:,} ({self.rate():,.0f}/s)  bars {self.bars_out:,}  late {self.late:,}  "
             f"dlq {self.dlq:,}  poison {self.poison:,}  rebuilt {self.rebuilt:,}  commits {self.commits:,}  "
-            f"wm lag {self.watermark_lag_ms} ms  close latency {self.close_latency_ms} ms  "
+            f"wm lag {self.watermark_lag_ms} ms  close latency {self._latency()}  "
             f"assignments {self.assignments}  aborts {self.aborts}  idle flushes {self.idle_flushes}"
         )
+
+    def _latency(self) -> str:
+        # Against the wall clock only a live replay's bars have a meaningful close latency.
+        return f"{self.close_latency_ms} ms" if abs(self.close_latency_ms) < 3_600_000 else "- (historical)"
 
     def prometheus(self) -> str:
         """The counters in Prometheus text exposition format."""

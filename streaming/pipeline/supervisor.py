@@ -67,14 +67,15 @@ class Supervisor:
     def say(self, message: str, style: str = "bold") -> None:
         """A line of the supervisor's own."""
         with self._lock:
-            self.console.print(Text("pipeline | ", style="bold white") + Text(message, style=style))
+            self.console.print(Text("pipeline | ", style="bold white") + Text(message, style=style), soft_wrap=True)
 
     def _pump(self, name: str, colour: str, stream: IO[bytes]) -> None:
         prefix = Text(f"{name:>9} | ", style=f"bold {colour}")
         for raw in iter(stream.readline, b""):
-            line = raw.decode(errors="replace").rstrip()
+            # Children colour their own output (Dagster's log levels): keep it, one line per line.
+            line = Text.from_ansi(raw.decode(errors="replace").rstrip())
             with self._lock:
-                self.console.print(prefix + Text(line))
+                self.console.print(prefix + line, soft_wrap=True)
 
     # lifecycle ----------------------------------------------------------------
     def start(self, spec: ServiceSpec) -> None:
