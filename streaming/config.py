@@ -174,6 +174,11 @@ class LoaderSettings(BaseSettings):
     consumer_group: str = "tick-platform-facts"
     freshness_sla_s: int = Field(30, ge=1)
 
+    @field_validator("partitions_end", mode="before")
+    @classmethod
+    def _empty_is_open(cls, value: object) -> object:
+        return None if value == "" else value
+
     @model_validator(mode="after")
     def _end_after_start(self) -> LoaderSettings:
         if self.partitions_end is not None and self.partitions_end <= self.partitions_start:

@@ -23,7 +23,7 @@ from streaming.bench.harness import Bench, Figure, Sizes, load_average
 from streaming.cli_support import console, fail, one_line_errors
 from streaming.config import PROJECT_ROOT
 
-SECTIONS = ["limit", "replay", "aggregate", "quix", "latency", "memory", "warehouse", "profile"]
+SECTIONS = ["limit", "replay", "aggregate", "quix", "latency", "memory", "warehouse", "sensor", "profile"]
 
 
 def _section_runners() -> dict[str, Callable[[Bench], None]]:
@@ -33,6 +33,7 @@ def _section_runners() -> dict[str, Callable[[Bench], None]]:
     from streaming.bench.perf_tools import run_limit
     from streaming.bench.profiling import run_profile_section
     from streaming.bench.replay_bench import run_replay_section
+    from streaming.bench.sensor_bench import run_sensor_section
     from streaming.bench.warehouse_bench import run_warehouse_section
 
     return {
@@ -43,6 +44,7 @@ def _section_runners() -> dict[str, Callable[[Bench], None]]:
         "latency": run_latency_section,
         "memory": run_memory_section,
         "warehouse": run_warehouse_section,
+        "sensor": run_sensor_section,
         "profile": run_profile_section,
     }
 

@@ -171,6 +171,7 @@ class Sizes:
     memory_symbols_ticks: int
     profile_ticks: int
     warehouse_hours: float
+    sensor_windows: int  # closed 5-minute windows timed in live mode (each costs 5 minutes)
 
     def override(self, assignments: Sequence[str]) -> Sizes:
         """Apply `name=value` overrides (lists comma-separated), e.g. memory_lengths=1000000,5000000."""
@@ -190,12 +191,12 @@ class Sizes:
     @classmethod
     def quick(cls) -> Sizes:
         return cls(300_000, 100, 2_000, 200_000, 40_000, 20.0, 15.0,
-                   [100_000, 200_000, 400_000], [10, 100, 1_000], 30_000, 100_000, 0.25)
+                   [100_000, 200_000, 400_000], [10, 100, 1_000], 30_000, 100_000, 0.25, 0)
 
     @classmethod
     def full(cls) -> Sizes:
         return cls(2_000_000, 100, 50_000, 2_000_000, 500_000, 75.0, 45.0,
-                   [1_000_000, 5_000_000, 20_000_000], [10, 100, 1_000], 1_000_000, 1_000_000, 1.0)
+                   [1_000_000, 5_000_000, 20_000_000], [10, 100, 1_000], 1_000_000, 1_000_000, 1.0, 4)
 
 
 @dataclass

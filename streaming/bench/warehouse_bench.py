@@ -82,5 +82,3 @@ def run_warehouse_section(bench: Bench) -> None:
     bench.add(Figure("warehouse", "backfill seconds per trading day of data", per_day, "s/day",
                      note=f"{seconds:.1f}s for {span_s / 3600:.2f} h of data, scaled to 6.5 h; "
                           f"process wall incl. Dagster import {res.wall_s:.1f}s"))
-    bench.add(Figure("warehouse", "live: window close -> rows visible via the sensor", None, "",
-                     note="not measured in this run (needs `dagster dev` with the sensor running)"))
