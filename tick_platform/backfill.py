@@ -86,6 +86,11 @@ def partition_range(
     return partition_key(t0), partition_key(t1 - WINDOW_MS), (t1 - t0) // WINDOW_MS
 
 
+def _console_level(level: str) -> dict[str, Any]:
+    """Run config for the console logger: the run's events still go to the instance in full."""
+    return {"loggers": {"console": {"config": {"log_level": level.upper()}}}}
+
+
 def _instance() -> DagsterInstance:
     return DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
 
@@ -111,13 +116,15 @@ def materialize_facts(
     instance: DagsterInstance | None = None,
     with_dimensions: bool = True,
     env_file: str | None = None,
+    log_level: str = "INFO",
 ) -> BackfillReport:
     """Materialize fact_ticks_60s/300s for every 5-minute partition covering `[start, end)` in ONE run.
 
     Runs the asset checks in the same run; then (by default) dim_symbol and dim_calendar.
     `settings` defaults to load_settings(); `kafka` overrides its Kafka section (brokers, topics);
     `instance` defaults to DAGSTER_HOME's instance (ephemeral without DAGSTER_HOME).
-    Naive datetimes are UTC. Raises BackfillError for a range outside the partitions.
+    Naive datetimes are UTC. `log_level` filters the console only (the instance keeps every event).
+    Raises BackfillError for a range outside the partitions.
     """
     chosen = settings or load_settings(env_file)
     first, last, count = partition_range(start, end, chosen.loader.partitions_start, chosen.loader.partitions_end)
@@ -133,6 +140,7 @@ def materialize_facts(
         resources=resources,
         instance=dagster_instance,
         tags={RANGE_START_TAG: first, RANGE_END_TAG: last},
+        run_config=_console_level(log_level),
         raise_on_error=False,
     )
     checks = [
@@ -147,7 +155,8 @@ def materialize_facts(
     success = result.success
     if success and with_dimensions:
         dims = materialize(
-            [dim_symbol, dim_calendar], resources=resources, instance=dagster_instance, raise_on_error=False
+            [dim_symbol, dim_calendar], resources=resources, instance=dagster_instance,
+            run_config=_console_level(log_level), raise_on_error=False,
         )
         success = dims.success
     return BackfillReport(

@@ -32,6 +32,8 @@ NOTES: dict[str, str] = {
     "rejected": "{} rejected",
     "dead_lettered": "{} dead-lettered",
     "mismatched": "{} mismatched",
+    "unit": "counted in {}",
+    "old_rows_kept_after_kill": "old rows intact after the kill: {}",
     "error": "error: {}",
 }
 

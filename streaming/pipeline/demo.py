@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -138,14 +139,17 @@ def run_demo(settings: Settings, data: list[str] | None, *, symbol: str | None =
 
 
 def _backfill(settings: Settings, replay: ReplaySummary, console: Console) -> BackfillReport:
-    from tick_platform.backfill import materialize_facts
-
     if replay.first_event_ts_ms is None or replay.last_event_ts_ms is None:
         raise DemoError("the replay produced no ticks; nothing to load")
     # The partitions that the replayed event times cover (the last tick's second included).
     start = datetime.fromtimestamp(replay.first_event_ts_ms / 1000, tz=UTC)
     end = datetime.fromtimestamp((replay.last_event_ts_ms + settings.agg.window_ms) / 1000, tz=UTC)
-    result = materialize_facts(start, end, settings)
+    with warnings.catch_warnings():
+        # Dagster's beta/preview notices about its own APIs are not news to a demo user.
+        warnings.filterwarnings("ignore", category=Warning, module=r"dagster\..*")
+        from tick_platform.backfill import materialize_facts
+
+        result = materialize_facts(start, end, settings, log_level="WARNING")
     console.print(f"  partitions {result.first_partition} … {result.last_partition} ({result.partitions}), "
                   f"run {result.run_id[:8]}: {'success' if result.success else 'FAILED'}")
     return result

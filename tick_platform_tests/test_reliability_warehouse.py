@@ -21,6 +21,7 @@ import pytest
 
 from streaming.config import PROJECT_ROOT, KafkaSettings
 from streaming.records import Bar
+from tick_platform_tests.reliability_support import record_score
 from tick_platform_tests.test_platform_support import (
     assert_facts_equal,
     bars_from_ticks,
@@ -98,6 +99,14 @@ def _tables(db: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
         )
 
 
+def _score_rows(scenario: str, injected: str, rows_in: int, rows_60: pl.DataFrame, rows_300: pl.DataFrame,
+                recovery_s: float, **extra: object) -> None:
+    out = rows_60.height + rows_300.height
+    unique = rows_60["BAR_ID"].n_unique() + rows_300["BAR_ID"].n_unique()
+    record_score(scenario, injected, rows_in, out, max(0, rows_in - unique), out - unique, recovery_s,
+                 unit="fact rows", **extra)
+
+
 def _revised(bars: list[Bar]) -> list[Bar]:
     """Revision 1 of every bar of the first half hour, one dollar higher: every fact row changes."""
     cut = 1266417000000 + 30 * 60_000
@@ -134,10 +143,16 @@ def test_a_run_killed_mid_write_leaves_the_old_rows_and_a_rerun_the_new(
     assert victim.returncode == -signal.SIGKILL
 
     after_60, after_300 = _tables(db)  # what the next reader sees: the old rows, all of them, once
-    assert after_60.equals(old_60) and after_300.equals(old_300)
+    kept = after_60.equals(old_60) and after_300.equals(old_300)
 
+    rerun_at = time.monotonic()
     _finish(_run(kafka, db, **revise))
+    rerun_s = time.monotonic() - rerun_at
     new_60, new_300 = _tables(db)
+    _score_rows("fact run killed mid-write", "SIGKILL of a fact run between the DELETE and INSERT of its transaction, "
+                "then a rerun", old_60.height + old_300.height, new_60, new_300, rerun_s,
+                old_rows_kept_after_kill="yes" if kept else "NO")
+    assert kept
     assert (new_60.height, new_300.height) == (30, 6)
     assert new_60["BAR_ID"].n_unique() == 30 and new_300["BAR_ID"].n_unique() == 6
     expected_60 = expected_ohlcv(ticks, 60).filter(pl.col("BAR_ID").is_in(new_60["BAR_ID"].to_list()))
@@ -155,8 +170,11 @@ def test_a_locked_warehouse_is_waited_for_and_the_run_completes(
     run = _run(kafka, db)
     time.sleep(8)
     assert run.poll() is None  # waiting for the lock, not failed
+    released = time.monotonic()
     holder.close()
     _finish(run)
     rows_60, rows_300 = _tables(db)
+    _score_rows("warehouse locked", "another process held DuckDB read-write for 8 s when the fact run started",
+                36, rows_60, rows_300, time.monotonic() - released)
     assert_facts_equal(rows_60, expected_ohlcv(ticks, 60).filter(pl.col("BAR_ID").is_in(rows_60["BAR_ID"].to_list())))
     assert (rows_60.height, rows_300.height) == (30, 6)
