@@ -130,6 +130,9 @@ class AggSettings(BaseSettings):
     instance_id: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,100}$")
     exactly_once: bool = True
     commit_interval_ms: int = Field(100, ge=1)
+    # ticks.raw written by ONE replay job in event-time order (the pipeline's case): a caught-up,
+    # quiet partition may then close windows by the newest event time of all assigned partitions.
+    align_watermarks: bool = False
     max_open_windows: int = Field(1_000_000, ge=1)
     progress_interval_s: float = Field(2.0, gt=0)
 

@@ -18,6 +18,7 @@ from tick_platform_tests.test_aggregate_helpers import (
     assert_partition_order,
     data_fields,
     make_bin,
+    partition_of,
     per_partition_reference,
     produce_bins,
     read_bars,
@@ -99,3 +100,34 @@ def test_last_bar_of_a_symbol_that_stops_trading_comes_out_on_idle(kafka: KafkaS
     assert (last.volume, last.bin_count, last.close, last.open) == (503, 8, 9.0, 30.0)
     assert aggregator.counters.idle_flushes >= 1
     assert last.ingest_ts_ms >= produced_ms + 1_500  # held back until the partition was quiet that long
+
+
+def test_aligned_watermarks_close_a_quiet_partition_without_waiting_for_idle(kafka: KafkaSettings) -> None:
+    t0 = 1_266_417_001_000
+    quiet, busy = "BBB", next(s for s in ("AAA", "CCC", "DDD", "EEE") if
+                              partition_of(s, kafka.partitions) != partition_of("BBB", kafka.partitions))
+    bins = [make_bin(quiet, t0 + 200, [20.0], [5]), make_bin(quiet, t0 + 300, [21.0], [7])]
+    bins += [make_bin(busy, t0 + i * 100, [10.0 + i], [100]) for i in range(30)]
+    produce_bins(kafka, sorted(bins, key=lambda b: b.start_ts_ms))  # one producer, event-time order
+    # An idle timeout the test never reaches: only the alignment can close the quiet partition's window.
+    settings = settings_for(kafka, idle_timeout_ms=600_000, instance_id="align", align_watermarks=True)
+    stop = threading.Event()
+    aggregator = Aggregator(settings, stop.is_set)
+    worker = threading.Thread(target=aggregator.run)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        rows = read_bars(kafka)
+        while time.monotonic() < deadline and not any(bar.symbol == quiet for _p, _o, bar in rows):
+            time.sleep(0.5)
+            rows = read_bars(kafka)
+        assert worker.is_alive()
+    finally:
+        stop.set()
+        worker.join(30)
+    expected, _ = per_partition_reference(bins, settings)
+    [first] = [bar for _p, _o, bar in rows if bar.symbol == quiet]
+    assert data_fields(first) == expected[first.bar_id]  # the same bar the partition's own bins give
+    assert (first.start_ts_ms, first.open, first.close, first.volume) == (t0, 20.0, 21.0, 12)
+    assert aggregator.counters.aligned_closes >= 1 and aggregator.counters.idle_flushes == 0
+    assert aggregator.counters.late == 0

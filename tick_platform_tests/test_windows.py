@@ -190,3 +190,20 @@ def test_property_split_and_rebuild_gives_the_same_bars(bins: list[Bin], split: 
     bars_b, late_b = resumed.drain()
     assert bars_a + bars_b == all_bars
     assert [(x.offset, x.reason) for x in late_a + late_b] == [(x.offset, x.reason) for x in all_late]
+
+
+def test_advance_watermark_closes_only_what_it_passes_and_makes_older_input_late() -> None:
+    windows = PartitionWindows(WindowConfig(window_ms=1_000, grace_ms=100))
+    t0 = 1_266_417_000_000
+    windows.add(make_bin("AAA", t0 + 200, [10.0], [1]), 0, 0)
+    windows.add(make_bin("AAA", t0 + 1_050, [11.0], [2]), 1, 0)  # its own watermark: t0 + 950
+    assert windows.advance_watermark(t0 + 999, 0, 2) == 0  # [t0, t0+1000) not passed yet
+    assert windows.advance_watermark(t0 + 500, 0, 2) == 0  # never backwards
+    assert windows.watermark == t0 + 999
+    assert windows.advance_watermark(t0 + 1_000, 0, 2) == 1
+    bars, _ = windows.drain()
+    assert [(b.start_ts_ms - t0, b.volume) for b in bars] == [(0, 1)]
+    assert sorted(windows.open) == [t0 + 1_000]  # the second window stays open
+    windows.add(make_bin("AAA", t0 + 900, [9.0], [3]), 2, 0)
+    _, late = windows.drain()
+    assert [x.bin.start_ts_ms - t0 for x in late] == [900]

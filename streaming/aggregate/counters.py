@@ -18,6 +18,7 @@ class Counters:
     revisions: int = 0
     rebuilt: int = 0
     idle_flushes: int = 0
+    aligned_closes: int = 0
     commits: int = 0
     aborts: int = 0
     assignments: int = 0
@@ -40,6 +41,7 @@ class Counters:
             f"dlq {self.dlq:,}  poison {self.poison:,}  rebuilt {self.rebuilt:,}  commits {self.commits:,}  "
             f"wm lag {self.watermark_lag_ms} ms  close latency {self._latency()}  "
             f"assignments {self.assignments}  aborts {self.aborts}  idle flushes {self.idle_flushes}"
+            + (f"  aligned closes {self.aligned_closes}" if self.aligned_closes else "")
         )
 
     def _latency(self) -> str:

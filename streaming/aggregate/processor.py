@@ -39,6 +39,9 @@ BATCH = 2_000
 _COORDINATOR_BUSY = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
                      KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._TIMED_OUT, KafkaError.UNSTABLE_OFFSET_COMMIT}
 IDLE_CHECK_S = 0.05
+# A partition is aligned only after this long without input: during a backlog nothing is quiet,
+# so a full-speed replay never pays for the end-offset queries.
+ALIGN_QUIET_S = 0.05
 DONE_CHECK_S = 1.0
 
 
@@ -126,6 +129,9 @@ class Aggregator:
         self.counters = Counters()
         self.states: dict[int, PartitionState] = {}
         self.idle_s = settings.agg.idle_timeout_ms / 1000
+        self.align = settings.agg.align_watermarks
+        self.grace_ms = settings.agg_grace_ms
+        self.window_ms = settings.agg.window_ms
         self.commit_s = settings.agg.commit_interval_ms / 1000
         self._in_txn = False
         self._closing = False
@@ -195,6 +201,8 @@ class Aggregator:
             mono = time.monotonic()
             if mono - last_idle >= IDLE_CHECK_S:
                 last_idle = mono
+                if self.align:
+                    self._align_watermarks(mono)
                 self._flush_idle(mono)
             if self._dirty and mono - last_commit >= self.commit_s:
                 self._commit()
@@ -311,6 +319,34 @@ class Aggregator:
             self.counters.idle_flushes += 1
             self._dirty = True
             self._emit(p, windows, clock)
+
+    def _align_watermarks(self, mono: float) -> None:
+        """AGG_ALIGN_WATERMARKS: a quiet partition with nothing left to read follows the newest event time.
+
+        Sound when one producer writes ticks.raw in event-time order (one replay job): every later
+        bin of the partition then starts after the newest bin already committed anywhere. The end
+        offset is asked of the broker (not the fetch cache), so a committed bin still unread
+        keeps the partition waiting.
+        """
+        newest = max((st.windows.max_event_ts for st in self.states.values()
+                      if st.windows.max_event_ts is not None), default=None)
+        if newest is None:
+            return
+        target = newest - self.grace_ms
+        clock: int | None = None
+        for p, st in self.states.items():
+            windows = st.windows
+            if (not windows.open or st.rebuilding or target <= windows.watermark
+                    or min(windows.open) + self.window_ms > target or mono - st.last_input < ALIGN_QUIET_S):
+                continue
+            _low, high = self.consumer.get_watermark_offsets(TopicPartition(self.kafka.topic_raw, p), timeout=1.0)
+            if st.next_offset < high and self._position(p) < high:
+                continue  # committed input still to read: it may belong to the windows we would close
+            clock = clock if clock is not None else now_ms()
+            if windows.advance_watermark(target, clock, st.next_offset):
+                self.counters.aligned_closes += 1
+                self._dirty = True
+                self._emit(p, windows, clock)
 
     def _caught_up(self, partition: int, st: PartitionState) -> bool:
         _low, high = self.consumer.get_watermark_offsets(

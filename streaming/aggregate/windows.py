@@ -2,8 +2,9 @@
 
 One `PartitionWindows` holds the state of one input partition (or of one offline
 stream). Every decision (which window a bin joins, when a window closes, whether
-a bin is late) is a function of the partition's bin sequence alone, plus the two
-wall-clock driven calls the caller makes (`flush_idle`, `flush_all`). That is what
+a bin is late) is a function of the partition's bin sequence alone, plus the
+calls the caller makes from outside it (`flush_idle`, `flush_all`, `advance_watermark`),
+whose effect the checkpoint's watermark records. That is what
 lets a restarted aggregator rebuild the exact state from the committed checkpoint.
 
 Semantics (docs/aggregator.md):
@@ -217,6 +218,15 @@ class PartitionWindows:
         return len(self.bars) - before
 
     flush_all = flush_idle
+
+    def advance_watermark(self, watermark: int, now_ms: int, next_offset: int = 0) -> int:
+        """An event-time bound from outside this partition's bins: close what it passes; returns bars emitted."""
+        if watermark <= self.watermark:
+            return 0
+        before = len(self.bars)
+        self.watermark = watermark
+        self._close_until(watermark, now_ms, next_offset)
+        return len(self.bars) - before
 
     # -- checkpoints ----------------------------------------------------------------------
 

@@ -123,7 +123,7 @@ def dense_slices(bench: Bench, data_s: float, symbols: int = 100) -> tuple[list[
     return paths, ticks
 
 
-def measure(bench: Bench, speed: float, wall_s: float, dense: bool = False) -> dict[str, Any]:
+def measure(bench: Bench, speed: float, wall_s: float, dense: bool = False, align: bool = False) -> dict[str, Any]:
     """One live replay at `speed` of `wall_s` seconds with an aggregator and the receiver."""
     data_s = wall_s * speed
     if dense:
@@ -131,11 +131,13 @@ def measure(bench: Bench, speed: float, wall_s: float, dense: bool = False) -> d
     else:
         path, ticks = slice_sample(bench.run_dir / f"WDC_tickbidask_slice_{int(data_s)}s.txt", data_s)
         files = [path]
-    topics = make_topics(bench, f"latency{int(speed)}{'d' if dense else ''}")
+    topics = make_topics(bench, f"latency{int(speed)}{'d' if dense else ''}{'a' if align else ''}")
     # Without --until-idle: between paced bins the group is "done", and it must keep running.
     agg = Background(ours_cmd(bench.brokers, f"bench-latency-{uuid.uuid4().hex[:6]}", None)[:-1],
-                     bench.env(**topics.env()), bench.run_dir / f"latency-agg-{topics.raw}.log")
-    bench.command("latency", agg.cmd, "KAFKA_TOPIC_RAW=... KAFKA_TOPIC_AGG=... (runs until stopped)")
+                     bench.env(**topics.env(), AGG_ALIGN_WATERMARKS=str(align).lower()),
+                     bench.run_dir / f"latency-agg-{topics.raw}.log")
+    bench.command("latency", agg.cmd, "KAFKA_TOPIC_RAW=... KAFKA_TOPIC_AGG=... "
+                  f"AGG_ALIGN_WATERMARKS={str(align).lower()} (runs until stopped)")
     receiver = Receiver(bench.brokers, topics.raw, topics.agg)
     receiver.start()
     try:
@@ -177,6 +179,7 @@ def measure(bench: Bench, speed: float, wall_s: float, dense: bool = False) -> d
 
     return {
         "speed": speed, "data_seconds": data_s, "data": "synthetic, 100 symbols" if dense else "real sample, WDC",
+        "align_watermarks": align,
         "ticks": ticks, "bins": run.bins, "bars": len(bars), "live_shift_delta_ms": delta,
         "event": series(0.0), "schedule": series(delta), "aggregator_peak_rss_mb": agg.peak_rss_mb,
     }
@@ -192,16 +195,20 @@ def run_latency_section(bench: Bench) -> None:
     """Section 5: the real sample at speed 1 and 10, and a dense synthetic slice (100 symbols) at speed 1."""
     results = {}
     s = bench.sizes
-    for speed, wall, dense in ((1.0, s.latency_s, False), (10.0, s.latency_fast_s, False),
-                               (1.0, s.latency_fast_s, True)):
+    runs = ((1.0, s.latency_s, False, False), (10.0, s.latency_fast_s, False, False),
+            (1.0, s.latency_fast_s, True, False), (1.0, s.latency_s, False, True), (1.0, s.latency_fast_s, True, True))
+    for speed, wall, dense, align in runs:
         what = "100 synthetic symbols" if dense else "the real sample"
-        bench.log(f"[latency] live replay of {what} at speed {speed:g} for {wall:.0f}s")
-        res = measure(bench, speed, wall, dense)
-        results[f"speed_{speed:g}{'_dense' if dense else ''}"] = res
+        how = ", AGG_ALIGN_WATERMARKS=true" if align else ""
+        bench.log(f"[latency] live replay of {what} at speed {speed:g} for {wall:.0f}s{how}")
+        res = measure(bench, speed, wall, dense, align)
+        results[f"speed_{speed:g}{'_dense' if dense else ''}{'_aligned' if align else ''}"] = res
         ev, sc = res["event"], res["schedule"]
-        bench.log(f"[latency] speed {speed:g}{' dense' if dense else ''}: delta {res['live_shift_delta_ms']:.0f} ms; "
-                  f"bars {_fmt(ev['bar_latency_beyond_grace_ms'])}; producer {_fmt(ev['producer_publish_delay_ms'])}")
-        label = f"speed {speed:g}, {'100 synthetic symbols' if dense else 'real sample (1 symbol)'}"
+        bench.log(f"[latency] speed {speed:g}{' dense' if dense else ''}{how}: delta "
+                  f"{res['live_shift_delta_ms']:.0f} ms; bars {_fmt(ev['bar_latency_beyond_grace_ms'])}; "
+                  f"producer {_fmt(ev['producer_publish_delay_ms'])}")
+        label = (f"speed {speed:g}, {'100 synthetic symbols' if dense else 'real sample (1 symbol)'}"
+                 f"{', aligned watermarks' if align else ''}")
         _figures(bench, label, ev, sc, res["live_shift_delta_ms"], goal=speed == 1.0 and not dense)
     bench.sections["latency"] = results
 

@@ -40,9 +40,9 @@ def api_service(settings: Settings, data: list[str]) -> ServiceSpec:
     )
 
 
-def aggregator_service(instance: int = 0) -> ServiceSpec:
+def aggregator_service(instance: int = 0, env: dict[str, str] | None = None) -> ServiceSpec:
     """One aggregator process of the consumer group."""
-    return ServiceSpec(f"aggregate{instance or ''}", _cli("aggregate"), ready_after_s=2.0)
+    return ServiceSpec(f"aggregate{instance or ''}", _cli("aggregate"), env=env or {}, ready_after_s=2.0)
 
 
 def replay_service(settings: Settings, data: list[str], *, via_api: bool, realtime: bool,
