@@ -4,6 +4,8 @@ import time
 
 from dagster import (
     AssetObservation,
+    AssetSelection,
+    AutomationConditionSensorDefinition,
     DefaultSensorStatus,
     MetadataValue,
     RunRequest,
@@ -96,3 +98,14 @@ def closed_windows_sensor(context: SensorEvaluationContext, kafka: KafkaResource
         f"requesting {len(starts)} partition(s): {partition_key(starts[0])} .. {partition_key(starts[-1])}"
     )
     return SensorResult(run_requests=requests, cursor=new_cursor.to_json(), asset_events=events)
+
+
+# Declarative automation for the dimensions only (their condition: refresh after new facts);
+# Dagster's default automation sensor starts stopped, this one runs.
+dimensions_automation = AutomationConditionSensorDefinition(
+    "dimensions_automation",
+    target=AssetSelection.groups("dimensions"),
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Refreshes dim_symbol and dim_calendar after new fact partitions land.",
+)

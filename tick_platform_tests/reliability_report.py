@@ -92,9 +92,28 @@ def table(rows: list[dict[str, Any]]) -> str:
     return head + body
 
 
+def _kept_lines(doc: str, fresh: set[str]) -> list[str]:
+    """Rows of the current table whose scenario has no row in this run's file (not re-run here)."""
+    if START not in doc or END not in doc:
+        return []
+    old = doc.split(START, 1)[1].split(END, 1)[0].strip().splitlines()[2:]  # below the header
+    return [line for line in old if line.startswith("| ") and line.split(" | ", 1)[0][2:] not in fresh]
+
+
 def render(doc: str, rows: list[dict[str, Any]]) -> str:
-    """`doc` with the table between the markers (appended with markers if they are missing)."""
-    block = f"{START}\n{table(rows)}{END}"
+    """`doc` with the table between the markers (appended with markers if they are missing).
+
+    Scenarios without a row in `rows` keep their line from the current table, so running a
+    part of the suite updates its rows and leaves the others as last measured.
+    """
+    fresh = table(rows)
+    kept = _kept_lines(doc, {str(r["scenario"]) for r in rows})
+    if kept:
+        head, body = fresh.split("|---", 1)
+        body_lines = ("|---" + body).splitlines()
+        rows_sorted = sorted(body_lines[1:] + kept, key=lambda line: line.split(" | ", 1)[0])
+        fresh = head + body_lines[0] + "\n" + "".join(line + "\n" for line in rows_sorted)
+    block = f"{START}\n{fresh}{END}"
     if START in doc and END in doc:
         before, rest = doc.split(START, 1)
         _old, after = rest.split(END, 1)

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
-from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, AutomationCondition, Config, MaterializeResult, MetadataValue, asset
 
 from streaming.config import PROJECT_ROOT
 from tick_platform.assets.facts import FACT_60S_KEY, WAREHOUSE_POOL
@@ -59,7 +59,13 @@ def merge_symbols(seen: pl.DataFrame, reference: pl.DataFrame | None, now: datet
     )
 
 
-@asset(deps=[FACT_60S_KEY], group_name="dimensions", pool=WAREHOUSE_POOL, kinds={"sql"})
+# Refreshed by the `dimensions_automation` sensor after new fact partitions land. Without the
+# "no dependency missing" clause: most 5-minute fact partitions are always missing (nights, weekends).
+REFRESH_AFTER_FACTS = AutomationCondition.eager().without(~AutomationCondition.any_deps_missing())
+
+
+@asset(deps=[FACT_60S_KEY], group_name="dimensions", pool=WAREHOUSE_POOL, kinds={"sql"},
+       automation_condition=REFRESH_AFTER_FACTS)
 def dim_symbol(
     context: AssetExecutionContext, config: SymbolReferenceConfig, warehouse: WarehouseResource
 ) -> MaterializeResult:
@@ -89,7 +95,8 @@ def dim_symbol(
     )
 
 
-@asset(deps=[FACT_60S_KEY], group_name="dimensions", pool=WAREHOUSE_POOL, kinds={"sql"})
+@asset(deps=[FACT_60S_KEY], group_name="dimensions", pool=WAREHOUSE_POOL, kinds={"sql"},
+       automation_condition=REFRESH_AFTER_FACTS)
 def dim_calendar(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
     """CORE.DIM_CALENDAR: NYSE regular-session minutes of the current year and every year in the facts."""
     with warehouse.connect() as conn:
