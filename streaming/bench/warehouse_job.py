@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> None:
         "success": report.success, "partitions": report.partitions, "rows": report.rows,
         "first_partition": report.first_partition, "last_partition": report.last_partition,
         "checks_passed": report.checks_passed, "checks": len(report.checks),
+        "checks_failed": sorted(c.name for c in report.checks if not c.passed),
         "import_s": imported - t0, "materialize_s": done - imported,
         "bars_read": report.metadata.get("bars_read") or report.metadata.get("bars"),
     }, default=str), flush=True)
