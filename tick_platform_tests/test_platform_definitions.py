@@ -53,5 +53,7 @@ def test_prepared_dagster_home_has_the_warehouse_pool(tmp_path: Path) -> None:
     try:
         settings = instance.get_concurrency_config()
         assert settings.pool_config.default_pool_limit == 1
+        assert instance.run_retries_enabled and instance.run_retries_max_retries == 3
+        assert instance.run_monitoring_enabled
     finally:
         instance.dispose()
