@@ -11,12 +11,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 from dagster import ConfigurableResource
 from dagster_duckdb import DuckDBResource
-from dagster_snowflake import SnowflakeResource
+
+if TYPE_CHECKING:  # imported when used: dagster_snowflake costs ~10 s of import per run process
+    from dagster_snowflake import SnowflakeResource
 
 from streaming.config import Settings, load_settings
 from streaming.errors import TickPlatformError
@@ -130,6 +132,8 @@ class WarehouseResource(ConfigurableResource):  # type: ignore[type-arg]
 
     def snowflake_resource(self) -> SnowflakeResource:
         """dagster-snowflake's resource with password or key-pair auth from SNOW_*."""
+        from dagster_snowflake import SnowflakeResource
+
         snow = self._settings().snow
         if not snow.account or not snow.user:
             raise WarehouseError("SNOW_ACCOUNT and SNOW_USER are required for the Snowflake warehouse")
