@@ -23,13 +23,11 @@ from tick_platform.partitions import (
     floor_window,
     partition_key,
     partitions_bounds_ms,
+    range_tags,
     to_ms,
 )
 from tick_platform.resources import KafkaResource, WarehouseResource
 from tick_platform.warehouse_sql import FACT_60S, FACT_300S
-
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 class BackfillError(TickPlatformError):
@@ -139,7 +137,7 @@ def materialize_facts(
         [fact_ticks, *FACT_CHECKS],
         resources=resources,
         instance=dagster_instance,
-        tags={RANGE_START_TAG: first, RANGE_END_TAG: last},
+        tags=range_tags(first, last),
         run_config=_console_level(log_level),
         raise_on_error=False,
     )

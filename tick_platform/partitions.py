@@ -11,6 +11,9 @@ from streaming.config import load_settings
 WINDOW_S = 300
 WINDOW_MS = WINDOW_S * 1000
 KEY_FORMAT = "%Y-%m-%d-%H:%M"
+# The tags that make one run cover a range of partitions (single-run backfills, the sensor's catch-up).
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 def fact_partitions(start: str, end: str | None = None) -> TimeWindowPartitionsDefinition:
@@ -27,6 +30,11 @@ def fact_partitions(start: str, end: str | None = None) -> TimeWindowPartitionsD
 
 _LOADER = load_settings().loader
 FACT_PARTITIONS = fact_partitions(_LOADER.partitions_start, _LOADER.partitions_end)
+
+
+def range_tags(first_key: str, last_key: str) -> dict[str, str]:
+    """Run tags for ONE run over the partitions `first_key` .. `last_key` (inclusive)."""
+    return {RANGE_START_TAG: first_key, RANGE_END_TAG: last_key}
 
 
 def partition_key(start_ms: int) -> str:

@@ -19,12 +19,10 @@ from tick_platform.assets.streams import TICKS_AGG_1S, TICKS_RAW, observe_topic
 from tick_platform.bar_reader import first_revision0_start, partition_heads
 from tick_platform.closure import SensorCursor, advance_states, closed_until, windows_to_request
 from tick_platform.jobs import FACT_JOB
-from tick_platform.partitions import WINDOW_MS, floor_window, partition_key, partitions_bounds_ms
+from tick_platform.partitions import WINDOW_MS, floor_window, partition_key, partitions_bounds_ms, range_tags
 from tick_platform.resources import KafkaResource
 
 MAX_REQUESTS_PER_TICK = 100
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 def _run_requests(starts: list[int]) -> list[RunRequest]:
@@ -35,7 +33,7 @@ def _run_requests(starts: list[int]) -> list[RunRequest]:
     if len(starts) <= 1:
         return [RunRequest(run_key=partition_key(t0), partition_key=partition_key(t0)) for t0 in starts]
     first, last = partition_key(starts[0]), partition_key(starts[-1])
-    return [RunRequest(run_key=f"{first}...{last}", tags={RANGE_START_TAG: first, RANGE_END_TAG: last})]
+    return [RunRequest(run_key=f"{first}...{last}", tags=range_tags(first, last))]
 
 
 @sensor(

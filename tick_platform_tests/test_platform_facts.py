@@ -13,8 +13,9 @@ from dagster import AssetSelection, DagsterInstance, materialize
 from streaming.config import KafkaSettings, Settings, load_settings
 from streaming.records import Bar
 from tick_platform.assets.facts import fact_ticks
-from tick_platform.backfill import RANGE_END_TAG, RANGE_START_TAG, BackfillReport, materialize_facts
+from tick_platform.backfill import BackfillReport, materialize_facts
 from tick_platform.checks import FACT_CHECKS
+from tick_platform.partitions import range_tags
 from tick_platform.resources import KafkaResource, WarehouseResource
 from tick_platform.warehouse_sql import VIEWS
 from tick_platform_tests.test_platform_support import (
@@ -48,7 +49,7 @@ def _checks_only(kafka: KafkaSettings, settings: Settings, instance: DagsterInst
     result = materialize(
         [fact_ticks, *FACT_CHECKS],
         selection=AssetSelection.all_asset_checks(),
-        tags={RANGE_START_TAG: "2010-02-17-14:30", RANGE_END_TAG: "2010-02-17-14:55"},
+        tags=range_tags("2010-02-17-14:30", "2010-02-17-14:55"),
         resources=_resources(kafka, settings),
         instance=instance,
         raise_on_error=False,
