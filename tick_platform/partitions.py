@@ -60,11 +60,10 @@ def floor_window(ts_ms: int) -> int:
     return ts_ms // WINDOW_MS * WINDOW_MS
 
 
-def partitions_start_ms(start: str) -> int:
-    """Epoch ms of a YYYY-MM-DD partitions start (or end)."""
-    return to_ms(datetime.strptime(start, "%Y-%m-%d"))
+def _day_ms(day: str) -> int:
+    return to_ms(datetime.strptime(day, "%Y-%m-%d"))
 
 
 def partitions_bounds_ms(start: str, end: str | None) -> tuple[int, int | None]:
-    """`(start_ms, end_ms)` of the configured partitions; end None when open."""
-    return partitions_start_ms(start), partitions_start_ms(end) if end else None
+    """`(start_ms, end_ms)` of the configured partitions (YYYY-MM-DD days); end None when open."""
+    return _day_ms(start), _day_ms(end) if end else None

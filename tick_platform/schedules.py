@@ -2,7 +2,6 @@
 
 from dagster import DefaultScheduleStatus, RunRequest, ScheduleEvaluationContext, SkipReason, schedule
 
-from streaming.config import load_settings
 from tick_platform.assets.facts import FACT_60S_KEY
 from tick_platform.bar_reader import partition_heads
 from tick_platform.closure import scheduled_window
@@ -27,14 +26,16 @@ def fact_ticks_schedule(context: ScheduleEvaluationContext, kafka: KafkaResource
     if scheduled is None:
         return SkipReason("no scheduled time")
     start = scheduled_window(to_ms(scheduled), kafka.lateness_ms())
-    loader = load_settings().loader
+    settings = kafka.settings()
+    loader = settings.loader
     first_ms, end_ms = partitions_bounds_ms(loader.partitions_start, loader.partitions_end)
     if start < first_ms or (end_ms is not None and start >= end_ms):
         return SkipReason("window outside SNOWFLAKE_PARTITIONS_START..SNOWFLAKE_PARTITIONS_END")
     key = partition_key(start)
     # Skip what would only write an empty window (a historical replay, a quiet stream) or redo
     # the sensor's work; a window the sensor missed is exactly what remains.
-    newest = max((h.last_start_ms for h in partition_heads(kafka.kafka()) if h.last_start_ms is not None), default=None)
+    starts = [h.last_start_ms for h in partition_heads(settings.kafka) if h.last_start_ms is not None]
+    newest = max(starts, default=None)
     if newest is None or newest < start:
         return SkipReason(f"no bar in ticks.agg.1s reaches the window {key} (newest bar starts at {newest})")
     if key in context.instance.get_materialized_partitions(FACT_60S_KEY):
