@@ -6,7 +6,7 @@ import contextlib
 import time
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streaming.config import KafkaSettings
@@ -163,6 +163,24 @@ def describe_topics(kafka: KafkaSettings, names: list[str] | None = None) -> lis
     return infos
 
 
+_COORDINATOR_STARTING = {KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.NOT_COORDINATOR,
+                         KafkaError.COORDINATOR_NOT_AVAILABLE}
+
+
+def _committed_offsets(admin: AdminClient, group: str, tps: list[TopicPartition],
+                       timeout_s: float = 10.0) -> list[TopicPartition]:
+    """The group's committed offsets; waits out a group coordinator that is still loading (fresh broker)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])[group]
+        try:
+            return list(fut.result(timeout=timeout_s).topic_partitions)
+        except KafkaException as exc:
+            if exc.args[0].code() not in _COORDINATOR_STARTING or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def group_lag(kafka: KafkaSettings, group: str, topic: str) -> dict[int, int | None]:
     """Lag per partition of a consumer group on a topic (None where it has committed nothing)."""
     admin = admin_client(kafka)
@@ -171,8 +189,7 @@ def group_lag(kafka: KafkaSettings, group: str, topic: str) -> dict[int, int | N
     if tmd is None or tmd.error is not None:
         return {}
     tps = [TopicPartition(topic, p) for p in sorted(tmd.partitions)]
-    fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])[group]
-    committed = {tp.partition: tp.offset for tp in fut.result(timeout=10).topic_partitions}
+    committed = {tp.partition: tp.offset for tp in _committed_offsets(admin, group, tps)}
     consumer = Consumer({**kafka.client_base(), "group.id": "tick-platform-inspector", "enable.auto.commit": False})
     try:
         lag: dict[int, int | None] = {}
