@@ -8,6 +8,7 @@ stopped at the end of the session, also when tests fail.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -77,3 +78,20 @@ def output_dir(request: pytest.FixtureRequest) -> Path:
     path = OUTPUT_DIR / request.node.name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+
+@pytest.fixture(autouse=True)
+def _no_dagster_instance_left_entered() -> Iterator[None]:
+    """Fail a test that leaves a DagsterInstance entered (e.g. an evaluation context not closed).
+
+    Dagster keeps the definitions-state storage of the entered instance in a process-wide
+    context variable; once that instance is collected, a later test that builds Definitions
+    fails with "undefined DagsterInstance weakref", far from the cause.
+    """
+    state = sys.modules.get("dagster._core.storage.defs_state.base")
+    before = state.DefsStateStorage.get() if state else None
+    yield
+    state = sys.modules.get("dagster._core.storage.defs_state.base")
+    after = state.DefsStateStorage.get() if state else None
+    assert after is before, "a DagsterInstance was left entered: close the context (use `with`)"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import re
 import signal
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -75,31 +74,42 @@ def assert_equals_clean_run(kafka: KafkaSettings, expected: dict[str, dict[str, 
 def test_sigkill_at_random_moments_commits_exactly_the_clean_run(kafka: KafkaSettings, tmp_path: Path) -> None:
     bins = synthetic_bins(symbols=20, ticks=500_000, seed=11, late_every=4_999)
     assert sum(b.trade_count for b in bins) >= 500_000
-    total = produce_bins(kafka, bins)
+    total = len(bins)
     group = f"agg-{kafka.topic_raw}"
     expected, expected_late = per_partition_reference(bins, settings_for(kafka))
-    env = aggregator_env(kafka, group, instance_id="fault", idle_timeout_ms="1000")
+    # The kill phases never go idle (an idle flush would end the stream early); the last run does.
+    killed_env = aggregator_env(kafka, group, instance_id="fault", idle_timeout_ms="20000")
+    final_env = aggregator_env(kafka, group, instance_id="fault", idle_timeout_ms="1000")
     log = tmp_path / "aggregator.log"
     rng = random.Random(20261124)
     # Kill points: once early (start-up / rebuild), then as the commits pass random fractions of the input.
     targets = [0.0, rng.uniform(0.1, 0.3), rng.uniform(0.35, 0.55), rng.uniform(0.6, 0.85)]
+    # The input arrives in stages that end a little past the next kill point, so a kill always
+    # lands mid-stream, however fast the aggregator runs on the machine of the day.
+    produced = 0
     progress = [0]
     with CommitWatcher(kafka, group) as watcher:
-        for target in targets:
-            proc = start_aggregator(env, "--until-idle", log=log)
+        for i, target in enumerate(targets):
+            stage_end = int(min(1.0, max(target, targets[min(i + 1, len(targets) - 1)]) + 0.1) * total)
+            produced += produce_bins(kafka, bins[produced:stage_end])
+            proc = start_aggregator(killed_env, "--until-idle", log=log)
             if target == 0.0:
                 time.sleep(rng.uniform(0.3, 1.5))
             else:
-                while proc.poll() is None and watcher.total() < target * total:
+                deadline = time.monotonic() + 180
+                while proc.poll() is None and watcher.total() < target * total and time.monotonic() < deadline:
                     time.sleep(0.05)
+                assert watcher.total() >= target * total, log.read_text()[-3000:]
                 time.sleep(rng.uniform(0.0, 0.2))
             assert proc.poll() is None, "the aggregator finished before it could be killed"
             proc.send_signal(signal.SIGKILL)
             proc.wait(30)
             progress.append(watcher.total())
-    final = start_aggregator(env, "--until-idle", log=log)
+    assert progress[-1] < produced < total  # every kill landed before the end of the input
+    produced += produce_bins(kafka, bins[produced:])
+    assert produced == total
+    final = start_aggregator(final_env, "--until-idle", log=log)
     assert final.wait(240) == 0, log.read_text()[-3000:]
-    assert progress[-1] < total  # every kill landed before the end
     assert committed_total(kafka, group) == total
     assert_equals_clean_run(kafka, expected, expected_late)
 
@@ -115,11 +125,11 @@ def test_two_processes_in_one_group_one_killed_equal_the_clean_run(kafka: KafkaS
     group = f"agg-{kafka.topic_raw}"
     expected, expected_late = per_partition_reference(bins, settings_for(kafka))
     log_a, log_b = tmp_path / "a.log", tmp_path / "b.log"
-    # Input arrives live here, so the idle timeout must exceed any stall of the feeding thread on a
-    # busy machine: an idle flush mid-stream would (correctly) dead-letter the rest of a window.
-    a = start_aggregator(aggregator_env(kafka, group, instance_id="a", idle_timeout_ms="4000"), "--until-idle",
+    # The idle timeout must exceed any pause of the input (an idle flush mid-stream would
+    # correctly dead-letter the rest of a window): here the pause while a is killed.
+    a = start_aggregator(aggregator_env(kafka, group, instance_id="a", idle_timeout_ms="10000"), "--until-idle",
                          log=log_a)
-    b = start_aggregator(aggregator_env(kafka, group, instance_id="b", idle_timeout_ms="4000"), "--until-idle",
+    b = start_aggregator(aggregator_env(kafka, group, instance_id="b", idle_timeout_ms="10000"), "--until-idle",
                          log=log_b)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # both members own partitions: the group is split
@@ -129,20 +139,21 @@ def test_two_processes_in_one_group_one_killed_equal_the_clean_run(kafka: KafkaS
         time.sleep(0.1)
     else:
         pytest.fail(f"the group never split: a={assigned(log_a)} b={assigned(log_b)}")
-    # The input arrives while both run (a live stream); a dies once about a third of it is committed.
+    # The input arrives while both run (a live stream); a dies once a third of it is committed,
+    # with the rest not yet sent, so the kill always lands mid-stream.
     total = len(bins)
-    feeder = threading.Thread(target=produce_bins, args=(kafka, bins))
-    feeder.start()
+    first = produce_bins(kafka, bins[: total * 9 // 20])
     with CommitWatcher(kafka, group) as watcher:
-        while a.poll() is None and watcher.total() < total // 3:
+        deadline = time.monotonic() + 120
+        while a.poll() is None and watcher.total() < total // 3 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert a.poll() is None, log_a.read_text()[-3000:]
         a.send_signal(signal.SIGKILL)
         a.wait(30)
         at_kill = watcher.total()
-    feeder.join(120)
+    assert total // 3 <= at_kill <= first < total
+    assert produce_bins(kafka, bins[first:]) == total - first
     assert b.wait(240) == 0, log_b.read_text()[-3000:]
-    assert at_kill < total
     assert sorted(assigned(log_b) or []) == list(range(kafka.partitions))  # b took over a's partitions
     assert committed_total(kafka, group) == total
     assert_equals_clean_run(kafka, expected, expected_late)

@@ -41,8 +41,10 @@ ALL_KEYS = _keys(FIRST_WINDOW_MS - 24 * 12 * 300_000, 3 * 24 * 12)
 
 
 def _evaluate(resource: KafkaResource, cursor: str | None, instance: DagsterInstance) -> tuple[list[str], str]:
-    context = build_sensor_context(cursor=cursor, resources={"kafka": resource}, instance=instance)
-    result = closed_windows_sensor(context)
+    # As a context manager: the context enters the instance, which sets Dagster's process-wide
+    # definitions-state storage; left open, later tests resolve a collected instance through it.
+    with build_sensor_context(cursor=cursor, resources={"kafka": resource}, instance=instance) as context:
+        result = closed_windows_sensor(context)
     assert isinstance(result, SensorResult)
     requests = result.run_requests or []
     assert len(requests) <= 1  # catching up on many windows is ONE ranged run
@@ -117,8 +119,10 @@ def test_schedule_requests_the_window_closed_after_lateness(
     instance = DagsterInstance.local_temp(str(tmp_path))  # the schedule looks up materializations in it
 
     def evaluate(at: datetime) -> RunRequest | SkipReason:
-        context = build_schedule_context(scheduled_execution_time=at, resources={"kafka": resource}, instance=instance)
-        result = fact_ticks_schedule(context)
+        with build_schedule_context(
+            scheduled_execution_time=at, resources={"kafka": resource}, instance=instance
+        ) as context:
+            result = fact_ticks_schedule(context)
         assert isinstance(result, RunRequest | SkipReason)
         return result
 
