@@ -107,7 +107,7 @@ bench: $(STAMP) ## Benchmarks side by side; writes docs/benchmarks.md and bench-
 
 reliability: $(STAMP) ## Fault-injection suite; writes docs/reliability.md
 	$(PYTHON) -m pytest -q -m slow $(ARGS)
-	$(PYTHON) -m pytest -q -m "not slow" tick_platform_tests/test_reliability_broker.py tick_platform_tests/test_reliability_chaos.py tick_platform_tests/test_reliability_hostile.py tick_platform_tests/test_reliability_resources.py tick_platform_tests/test_reliability_security.py $(ARGS); status=$$?; $(PYTHON) tick_platform_tests/reliability_report.py; exit $$status
+	$(PYTHON) -m pytest -q -m "not slow" $(wildcard tick_platform_tests/test_reliability_*.py) $(ARGS); status=$$?; $(PYTHON) tick_platform_tests/reliability_report.py; exit $$status
 
 clean: ## Remove the venv, caches, run folders (not data/input)
 	-$(PYTHON) -m streaming broker down

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import fakesnow
 import polars as pl
 import pytest
 import snowflake.connector
-from dagster import DagsterInstance
+from dagster import DagsterEventType, DagsterInstance
 
 from streaming.config import KafkaSettings, load_settings
 from tick_platform.backfill import materialize_facts
 from tick_platform.warehouse_sql import VIEWS, snowflake_setup_script, snowflake_views_script
+from tick_platform_tests.reliability_support import record_score
 from tick_platform_tests.test_platform_support import (
     assert_facts_equal,
     bars_from_ticks,
@@ -93,3 +97,57 @@ def test_day_backfill_through_snowflake_resource_on_fakesnow(
     assert_facts_equal(frames["FACT_TICKS_300S"], expected_ohlcv(ticks, 300))
     assert all(n > 0 for n in view_counts.values()), view_counts
     assert again.success and after == (374, 374)  # re-run replaced, never duplicated
+
+
+@pytest.mark.kafka
+def test_a_failing_snowflake_connection_is_retried_and_the_window_loads_exactly(
+    kafka: KafkaSettings, sample_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Snowflake unreachable for the first two connection attempts: the step is retried and loads the rows."""
+    ticks = read_kibot(sample_path)
+    produce_bars(kafka, bars_from_ticks(ticks))
+    for name, value in {"SNOWFLAKE_TARGET": "snowflake", "SNOW_ACCOUNT": "fake", "SNOW_USER": "loader",
+                        "SNOW_PASSWORD": "pw"}.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    start, end = datetime(2010, 2, 17, 14, 30, tzinfo=UTC), datetime(2010, 2, 17, 20, 45, tzinfo=UTC)
+    refused: list[dict[str, Any]] = []
+    instance = DagsterInstance.ephemeral()
+    with fakesnow.patch():
+        fake_connect = snowflake.connector.connect
+
+        def unreachable_at_first(**kwargs: Any) -> Any:
+            if len(refused) < 2:
+                refused.append({**kwargs, "at": time.monotonic()})
+                raise snowflake.connector.errors.OperationalError(
+                    msg="Could not connect to Snowflake backend after 2 attempt(s).", errno=250001
+                )
+            return fake_connect(**kwargs)
+
+        with mock.patch.object(snowflake.connector, "connect", unreachable_at_first):
+            report = materialize_facts(start, end, settings, kafka=kafka, instance=instance, with_dimensions=False)
+        loaded_at = time.monotonic()
+        conn = fake_connect(account="fake", user="loader", password="pw", database="TICK_PLATFORM", schema="CORE")
+        cur = conn.cursor()
+        facts = {}
+        for table in ("FACT_TICKS_60S", "FACT_TICKS_300S"):
+            cur.execute(f"SELECT * FROM CORE.{table} ORDER BY BAR_ID")
+            names = [d[0] for d in cur.description]
+            facts[table] = pl.DataFrame([tuple(r) for r in cur.fetchall()], schema=names, orient="row",
+                                        infer_schema_length=None)
+        conn.close()
+    retries = instance.all_logs(report.run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY)
+    assert [r["account"] for r in refused] == ["fake", "fake"]
+    assert len(retries) == 2
+    assert report.success and report.checks_passed, [c for c in report.checks if not c.passed]
+    expected = {"FACT_TICKS_60S": expected_ohlcv(ticks, 60), "FACT_TICKS_300S": expected_ohlcv(ticks, 300)}
+    rows_in = sum(f.height for f in expected.values())
+    rows_out = sum(f.height for f in facts.values())
+    unique = sum(f["BAR_ID"].n_unique() for f in facts.values())
+    record_score("warehouse unavailable (Snowflake)", "the first 2 Snowflake connections refused "
+                 "(OperationalError 250001); the fact step retried by its RetryPolicy", rows_in, rows_out,
+                 max(0, rows_in - unique), rows_out - unique, loaded_at - refused[-1]["at"], unit="fact rows",
+                 step_retries=len(retries))
+    for table, want in expected.items():
+        assert report.rows[table] == want.height == facts[table].height
+        assert_facts_equal(facts[table], want)

@@ -6,7 +6,7 @@ import contextlib
 import time
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streaming.config import KafkaSettings
@@ -163,20 +163,18 @@ def describe_topics(kafka: KafkaSettings, names: list[str] | None = None) -> lis
     return infos
 
 
-_COORDINATOR_STARTING = {KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.NOT_COORDINATOR,
-                         KafkaError.COORDINATOR_NOT_AVAILABLE}
+_COORDINATOR_MOVING = {KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.NOT_COORDINATOR,
+                       KafkaError.COORDINATOR_NOT_AVAILABLE}
 
 
-def _committed_offsets(admin: AdminClient, group: str, tps: list[TopicPartition],
-                       timeout_s: float = 10.0) -> list[TopicPartition]:
-    """The group's committed offsets; waits out a group coordinator that is still loading (fresh broker)."""
+def _committed(consumer: Consumer, tps: list[TopicPartition], timeout_s: float = 30.0) -> list[TopicPartition]:
+    """The consumer's group's committed offsets; waits out a coordinator that is loading or moving."""
     deadline = time.monotonic() + timeout_s
     while True:
-        fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])[group]
         try:
-            return list(fut.result(timeout=timeout_s).topic_partitions)
+            return list(consumer.committed(tps, timeout=timeout_s))
         except KafkaException as exc:
-            if exc.args[0].code() not in _COORDINATOR_STARTING or time.monotonic() > deadline:
+            if exc.args[0].code() not in _COORDINATOR_MOVING or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
 
@@ -189,9 +187,13 @@ def group_lag(kafka: KafkaSettings, group: str, topic: str) -> dict[int, int | N
     if tmd is None or tmd.error is not None:
         return {}
     tps = [TopicPartition(topic, p) for p in sorted(tmd.partitions)]
-    committed = {tp.partition: tp.offset for tp in _committed_offsets(admin, group, tps)}
-    consumer = Consumer({**kafka.client_base(), "group.id": "tick-platform-inspector", "enable.auto.commit": False})
+    # A consumer in the group that never subscribes reads its offsets without joining it. Not
+    # AdminClient.list_consumer_group_offsets: librdkafka dereferences the admin client's missing
+    # group handle when the coordinator answers NOT_COORDINATOR or is still loading, and the
+    # process dies with SIGSEGV (librdkafka#5040, confluent-kafka-python#1982).
+    consumer = Consumer({**kafka.client_base(), "group.id": group, "enable.auto.commit": False})
     try:
+        committed = {tp.partition: tp.offset for tp in _committed(consumer, tps)}
         lag: dict[int, int | None] = {}
         for tp in tps:
             _, high = _watermarks(consumer, tp)

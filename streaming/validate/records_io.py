@@ -77,8 +77,8 @@ def _decode(
     ts_iter = iter(kafka_ts) if kafka_ts is not None else None
     for value in values:
         stamp = next(ts_iter) if ts_iter is not None else None
-        if not value.strip():
-            continue
+        if not value.strip() and ts_iter is None:
+            continue  # a blank line of a JSON lines file; an empty Kafka message is unreadable
         try:
             record = decoder.decode(value)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:

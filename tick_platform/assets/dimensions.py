@@ -7,7 +7,7 @@ import polars as pl
 from dagster import AssetExecutionContext, AutomationCondition, Config, MaterializeResult, MetadataValue, asset
 
 from streaming.config import PROJECT_ROOT
-from tick_platform.assets.facts import FACT_60S_KEY, WAREHOUSE_POOL
+from tick_platform.assets.facts import FACT_60S_KEY, WAREHOUSE_POOL, WAREHOUSE_RETRY
 from tick_platform.calendar import session_minutes
 from tick_platform.resources import WarehouseConnection, WarehouseResource
 from tick_platform.warehouse_sql import DIM_CALENDAR, DIM_SYMBOL, FACT_60S, Table
@@ -65,7 +65,7 @@ REFRESH_AFTER_FACTS = AutomationCondition.eager().without(~AutomationCondition.a
 
 
 @asset(deps=[FACT_60S_KEY], group_name="dimensions", pool=WAREHOUSE_POOL, kinds={"sql"},
-       automation_condition=REFRESH_AFTER_FACTS)
+       automation_condition=REFRESH_AFTER_FACTS, retry_policy=WAREHOUSE_RETRY)
 def dim_symbol(
     context: AssetExecutionContext, config: SymbolReferenceConfig, warehouse: WarehouseResource
 ) -> MaterializeResult:
@@ -96,7 +96,7 @@ def dim_symbol(
 
 
 @asset(deps=[FACT_60S_KEY], group_name="dimensions", pool=WAREHOUSE_POOL, kinds={"sql"},
-       automation_condition=REFRESH_AFTER_FACTS)
+       automation_condition=REFRESH_AFTER_FACTS, retry_policy=WAREHOUSE_RETRY)
 def dim_calendar(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
     """CORE.DIM_CALENDAR: NYSE regular-session minutes of the current year and every year in the facts."""
     with warehouse.connect() as conn:

@@ -8,8 +8,10 @@ from dagster import (
     AssetKey,
     AssetSpec,
     BackfillPolicy,
+    Backoff,
     MaterializeResult,
     MetadataValue,
+    RetryPolicy,
     multi_asset,
 )
 
@@ -23,6 +25,10 @@ from tick_platform.rollup import bars_frame, latest_revisions, rollup_bars
 FACT_60S_KEY = AssetKey("fact_ticks_60s")
 FACT_300S_KEY = AssetKey("fact_ticks_300s")
 WAREHOUSE_POOL = "warehouse"
+# A warehouse away for a while (Snowflake unreachable, a DuckDB lock held past its own minute of
+# retries) fails the step; Dagster retries it after 5, 10 and 20 s. Each attempt replaces the
+# window's rows in one transaction, so a retry never doubles them.
+WAREHOUSE_RETRY = RetryPolicy(max_retries=3, delay=5, backoff=Backoff.EXPONENTIAL)
 
 
 def commit_progress(kafka: KafkaSettings, group: str, ranges: list[OffsetRange]) -> None:
@@ -66,6 +72,7 @@ def commit_progress(kafka: KafkaSettings, group: str, ranges: list[OffsetRange])
     partitions_def=FACT_PARTITIONS,
     backfill_policy=BackfillPolicy.single_run(),
     pool=WAREHOUSE_POOL,
+    retry_policy=WAREHOUSE_RETRY,
     group_name="facts",
     can_subset=False,
 )

@@ -1,0 +1,108 @@
+"""Reliability: aggregator instances join and leave the group while data flows.
+
+One aggregator runs the whole time under the supervisor; while the paced replay publishes, a
+second and a third instance join the same group (each with its own static instance id), then the
+second leaves with SIGTERM and the third dies with SIGKILL. Each change moves partitions with
+their open windows: the new owner rebuilds them from the committed offsets and their rebuild
+metadata. The end result must equal the clean run (0 lost, 0 duplicated, nothing dead-lettered).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from streaming.config import KafkaSettings
+from tick_platform_tests.reliability_support import (
+    Stage,
+    Supervised,
+    assert_exact,
+    check_against_clean_run,
+    keep_logs,
+    offline_run,
+    score,
+    start_pipeline,
+    stop_all,
+    synth_files,
+    wait_until,
+    work_dir,
+)
+
+IDLE_TIMEOUT_MS = 10_000  # above a handover's pause, as in the chaos runs
+_OWNERSHIP = re.compile(r"(assigned|revoked) partitions \[([0-9, ]*)\]")
+
+
+def owned(log: Path) -> set[int]:
+    """The partitions an instance owns by its log: its last assignment, nothing after a revoke."""
+    events = _OWNERSHIP.findall(log.read_text(errors="replace") if log.exists() else "")
+    if not events or events[-1][0] == "revoked":
+        return set()
+    return {int(x) for x in events[-1][1].split(",") if x.strip()}
+
+
+def settled(members: list[Stage], partitions: int) -> bool:
+    """Whether the live members own every partition exactly once (the rebalance finished)."""
+    sets = [owned(m.log) for m in members if m.running]
+    return sum(len(s) for s in sets) == partitions and set().union(*sets) == set(range(partitions))
+
+
+def _change(pipeline: Supervised, members: list[Stage], what: str, act: Stage, sig: int | None) -> float:
+    """Start `act` (sig None) or send it `sig`; returns the seconds until the group owned every partition again."""
+    if sig is None:
+        act.start()
+    else:
+        code = act.kill(sig)
+        if sig == signal.SIGTERM:
+            assert code == 0, f"{act.name} did not stop cleanly on SIGTERM (exit {code}):\n{act.tail()}"
+    live = [m for m in members if m.running]
+
+    def done() -> bool:  # a joining member must own something, or nothing has happened yet
+        return settled(live, pipeline.kafka.partitions) and (sig is not None or bool(owned(act.log)))
+
+    return wait_until(pipeline.tended(done), 120, f"the group to settle after {what}")
+
+
+@pytest.mark.kafka
+def test_aggregators_joining_and_leaving_under_load_equal_the_clean_run(kafka: KafkaSettings) -> None:
+    """Two instances join, one leaves (SIGTERM), one dies (SIGKILL), all while the replay publishes."""
+    rng = random.Random(4242)
+    with work_dir("rebalance") as work:
+        files = synth_files(work / "synth", 8, 4_000, seed=17)
+        expected_bins, expected_bars = offline_run(files, work)
+        pipeline = start_pipeline(kafka, files, work, speed=350, idle_timeout_ms=IDLE_TIMEOUT_MS)
+        job = pipeline.group.removeprefix("agg-")
+        env = {**pipeline.aggregator.env}
+        b = Stage("aggregate-b", ["aggregate"], {**env, "AGG_INSTANCE_ID": f"{job}-b"}, work / "aggregate-b.log")
+        c = Stage("aggregate-c", ["aggregate"], {**env, "AGG_INSTANCE_ID": f"{job}-c"}, work / "aggregate-c.log")
+        a = pipeline.aggregator
+        changes: list[tuple[str, float]] = []
+        try:
+            wait_until(pipeline.tended(lambda: settled([a], kafka.partitions)), 120, "the first assignment")
+            plan: list[tuple[str, Stage, int | None]] = [
+                ("b joins", b, None), ("c joins", c, None),
+                ("b leaves (SIGTERM)", b, signal.SIGTERM), ("c dies (SIGKILL)", c, signal.SIGKILL),
+            ]
+            for what, stage, sig in plan:
+                pause_until = time.monotonic() + rng.uniform(1.0, 3.0)
+                while time.monotonic() < pause_until:
+                    pipeline.tend()
+                    time.sleep(0.1)
+                assert pipeline.replay.poll() is None, f"the replay finished before '{what}': slow it down"
+                changes.append((what, _change(pipeline, [a, b, c], what, stage, sig)))
+            assert pipeline.replay.poll() is None, "the replay finished during the last change: slow it down"
+            pipeline.run_to_end(300)
+            run = check_against_clean_run(kafka, expected_bins, expected_bars, pipeline.failures)
+            if not (run.bins.exact and run.bars.exact):
+                run.failures.append(f"logs kept in {keep_logs(work, 'rebalance')}")
+        finally:
+            stop_all(pipeline.replay, a, b, c)
+    score("rebalance under load", "2 aggregator instances join, 1 leaves (SIGTERM), 1 dies (SIGKILL) "
+          f"while the replay publishes; AGG_IDLE_TIMEOUT_MS={IDLE_TIMEOUT_MS}", 8 * 4_000, run,
+          max(s for _w, s in changes), rebalance_s={w: round(s, 1) for w, s in changes})
+    assert [w for w, _s in changes] == [w for w, _st, _sig in plan]
+    assert_exact(run)
