@@ -22,6 +22,7 @@ class Counters:
     commits: int = 0
     aborts: int = 0
     assignments: int = 0
+    stale_batches: int = 0  # batches dropped because a rebalance/rewind ran while they were fetched
     watermark_lag_ms: int = 0  # newest event time seen minus watermark, on the last emitting partition
     close_latency_ms: int = 0  # wall clock at emission minus the bar's end (meaningful for live replays)
     started: float = field(default_factory=time.monotonic)

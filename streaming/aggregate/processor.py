@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import (
+    OFFSET_BEGINNING,
     OFFSET_INVALID,
     Consumer,
     KafkaError,
@@ -135,6 +136,7 @@ class Aggregator:
         self.commit_s = settings.agg.commit_interval_ms / 1000
         self._in_txn = False
         self._closing = False
+        self._epoch = 0  # bumped whenever partition state is reset (rebalance, rewind)
         self._dirty = False
         self._delivery_error: str | None = None
         suffix = instance_suffix(settings)
@@ -194,7 +196,10 @@ class Aggregator:
         last_commit = last_idle = last_done = last_progress = time.monotonic()
         progress_s = self.settings.agg.progress_interval_s
         while not self.stop():
+            epoch = self._epoch
             msgs = self.consumer.consume(num_messages=BATCH, timeout=0.05)
+            if msgs and epoch != self._epoch:
+                msgs = self._drop_stale_batch(len(msgs))
             if msgs:
                 self._process(msgs)
             self.producer.poll(0)
@@ -259,6 +264,22 @@ class Aggregator:
             windows.add(decoded, offset, clock)
             if windows.bars or windows.late:
                 self._emit(p, windows, clock)
+
+    def _drop_stale_batch(self, size: int) -> list[Message]:
+        """A rebalance or rewind ran inside consume(): drop the batch and re-read from each resume point.
+
+        librdkafka's batch API hands back the messages it had dequeued before running the
+        callback, fetched for the previous assignment and possibly past the offset the restored
+        state resumes from; processing them would skip the bins in between (finding 0 of
+        docs/reliability.md). Nothing of the batch was processed, so seeking each partition back
+        to where its state resumes loses nothing.
+        """
+        self.counters.stale_batches += 1
+        self.log(f"dropped {size} messages fetched before a rebalance/rewind; re-reading from the restored offsets")
+        for p, st in self.states.items():
+            offset = st.next_offset if st.next_offset >= 0 else OFFSET_BEGINNING
+            self.consumer.seek(TopicPartition(self.kafka.topic_raw, p, offset))
+        return []
 
     def _emit(self, partition: int, windows: PartitionWindows, clock: int) -> None:
         bars, late = windows.drain()
@@ -421,6 +442,7 @@ class Aggregator:
 
     def _rewind(self) -> None:
         """After an aborted transaction: forget the state and rebuild every partition from its commit."""
+        self._epoch += 1
         partitions = [TopicPartition(self.kafka.topic_raw, p) for p in self.states]
         self.states.clear()
         for tp in self._restore(partitions):
@@ -461,6 +483,7 @@ class Aggregator:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._closing:
             return
+        self._epoch += 1
         starts = self._restore(partitions)
         self.counters.assignments += 1
         consumer.assign(starts)
@@ -470,6 +493,7 @@ class Aggregator:
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._closing:
             return
+        self._epoch += 1
         revoked = [tp.partition for tp in partitions]
         self.log(f"revoked partitions {sorted(revoked)}")
         # Everything of this generation goes out with its offsets before someone else owns them.
@@ -480,6 +504,7 @@ class Aggregator:
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._closing:
             return
+        self._epoch += 1
         self.log(f"lost partitions {sorted(tp.partition for tp in partitions)}: aborting the transaction")
         self._abort_quietly()
         # The aborted transaction held output of every partition: rebuild all of them.

@@ -1,0 +1,227 @@
+"""Reliability, Dagster side: the whole orchestrator (`dagster dev`: daemon, webserver, code server
+and the run in progress) killed with SIGKILL mid-run while a paced replay flows, then restarted.
+
+What must hold afterwards, read through the webserver's GraphQL API and the DuckDB file:
+* the killed run is failed by run monitoring (`max_runtime_seconds`; the default launcher cannot
+  ask a dead worker for its health) and retried by run retries, and the retry succeeds;
+* the streaming sensor's cursor survived: every window of the replay was requested by exactly one
+  sensor run (nothing skipped, nothing repeated), across the restart;
+* every partition is materialized, every check passes, and the rows equal an independent OHLCV
+  of the ticks with no BAR_ID twice.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from streaming.broker.runner import free_port_base
+from streaming.config import PROJECT_ROOT, KafkaSettings
+from streaming.pipeline.services import DAGSTER_YAML_TEMPLATE
+from tick_platform.checks import FACT_CHECKS
+from tick_platform_tests.reliability_support import record_score
+from tick_platform_tests.test_platform_dagster_dev import _nodes, _table
+from tick_platform_tests.test_platform_support import assert_facts_equal, expected_ohlcv, read_kibot
+
+pytestmark = pytest.mark.kafka
+
+WINDOWS = 75  # 5-minute windows of the real sample (2010-02-17 14:30 .. 20:45 UTC)
+MAX_RUNTIME_S = 20  # the test's run monitoring: a dead run is failed after this (the template: 1800 s)
+
+RUNS = """
+{
+  runsOrError { ... on Runs { results { runId status startTime tags { key value } } } }
+  assetNodes {
+    assetKey { path }
+    partitionStats { numMaterialized numPartitions numFailed numMaterializing }
+    assetChecksOrError {
+      ... on AssetChecks { checks { name executionForLatestMaterialization { status evaluation { success } } } }
+    }
+  }
+}
+"""
+
+
+def _query(port: int) -> dict[str, Any] | None:
+    try:
+        body: dict[str, Any] = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": RUNS}, timeout=30).json()
+    except (httpx.HTTPError, ValueError):
+        return None  # the webserver is (re)starting
+    return body.get("data")
+
+
+def _tags(run: dict[str, Any]) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in run["tags"]}
+
+
+def _windows(tags: dict[str, str]) -> list[str]:
+    """The partition keys a fact run covers (one key, or a range stepped by five minutes)."""
+    if "dagster/partition" in tags:
+        return [tags["dagster/partition"]]
+    fmt = "%Y-%m-%d-%H:%M"
+    first = datetime.strptime(tags["dagster/asset_partition_range_start"], fmt)
+    last = datetime.strptime(tags["dagster/asset_partition_range_end"], fmt)
+    return [(first + timedelta(minutes=5 * i)).strftime(fmt) for i in range((last - first) // timedelta(minutes=5) + 1)]
+
+
+def _dagster_home(home: Path) -> Path:
+    """The platform's DAGSTER_HOME template with run monitoring shortened for the test."""
+    home.mkdir(parents=True, exist_ok=True)
+    text = DAGSTER_YAML_TEMPLATE.read_text()
+    text = re.sub(r"max_runtime_seconds: \d+", f"max_runtime_seconds: {MAX_RUNTIME_S}", text)
+    text = re.sub(r"poll_interval_seconds: \d+", "poll_interval_seconds: 5", text)
+    assert f"max_runtime_seconds: {MAX_RUNTIME_S}" in text and "max_retries: 3" in text
+    (home / "dagster.yaml").write_text(text)
+    return home
+
+
+def _start_dagster(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [str(Path(sys.executable).with_name("dagster")), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
+             "-h", "127.0.0.1", "-p", str(port)],
+            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=PROJECT_ROOT, start_new_session=True,
+        )
+
+
+def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT, timeout_s: float = 90) -> int | None:
+    if proc.poll() is None:
+        with_group = sig == signal.SIGKILL
+        try:
+            os.killpg(proc.pid, sig) if with_group else proc.send_signal(sig)
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    return proc.returncode
+
+
+def _fact_runs(data: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in data["runsOrError"]["results"] if _tags(r).get("dagster/sensor_name") == "closed_windows_sensor"
+            or "dagster/parent_run_id" in _tags(r)]
+
+
+def test_dagster_killed_mid_run_is_retried_and_the_sensor_neither_skips_nor_repeats(
+    kafka: KafkaSettings, sample_path: Path, tmp_path: Path
+) -> None:
+    port, api_port = free_port_base(1), free_port_base(1, start=41_000)
+    db = tmp_path / "warehouse.duckdb"
+    env = {
+        **os.environ,
+        "KAFKA_BROKERS": kafka.brokers,
+        "KAFKA_TOPIC_RAW": kafka.topic_raw,
+        "KAFKA_TOPIC_AGG": kafka.topic_agg,
+        "KAFKA_TOPIC_DLQ": kafka.topic_dlq,
+        "AGG_GROUP_ID": f"agg-{uuid.uuid4().hex[:6]}",
+        "API_PORT": str(api_port),
+        "REPLAY_SPEED": "120",  # the sample's 6.25 h in about three minutes: windows keep closing
+        "DAGSTER_HOME": str(_dagster_home(tmp_path / "dagster_home")),
+        "SNOWFLAKE_TARGET": "duckdb",
+        "SNOWFLAKE_DUCKDB_PATH": str(db),
+        "PYTHONUNBUFFERED": "1",
+    }
+    pipeline_log, dagster_log = tmp_path / "pipeline.log", tmp_path / "dagster.log"
+    with open(pipeline_log, "wb") as out:
+        pipeline = subprocess.Popen(
+            [sys.executable, "-m", "streaming", "pipeline", "--data", str(sample_path), "--no-dagster"],
+            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=PROJECT_ROOT, start_new_session=True,
+        )
+    dagster = _start_dagster(env, port, dagster_log)
+    killed: dict[str, Any] | None = None
+    in_progress: set[str] = set()
+    data: dict[str, Any] | None = None
+    restarted_at = 0.0
+    try:
+        # 1. Wait for a sensor run in progress, then SIGKILL the whole orchestrator with it.
+        deadline = time.monotonic() + 300
+        while killed is None:
+            assert pipeline.poll() is None, pipeline_log.read_text()[-3000:]
+            assert dagster.poll() is None, dagster_log.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"no fact run started\n{dagster_log.read_text()[-3000:]}"
+            data = _query(port)
+            running = [r for r in (_fact_runs(data) if data else []) if r["status"] == "STARTED"]
+            if data is not None and running:
+                killed = running[0]
+                in_progress = {r["runId"] for r in data["runsOrError"]["results"] if r["status"] == "STARTED"}
+                _stop(dagster, signal.SIGKILL)
+                break
+            time.sleep(0.3)
+        leftovers = [pid for run_id in in_progress
+                     for pid in subprocess.run(["pgrep", "-f", run_id], capture_output=True, text=True).stdout.split()]
+        for pid in leftovers:  # a run worker outside the process group dies too: "the daemon and its runs"
+            os.kill(int(pid), signal.SIGKILL)
+        time.sleep(3)
+        # 2. Restart it on the same instance; wait until every window is loaded and nothing is left to run.
+        dagster = _start_dagster(env, port, dagster_log)
+        restarted_at = time.monotonic()
+        deadline = time.monotonic() + 480
+        while True:
+            assert dagster.poll() is None, dagster_log.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"not settled: {data}\n{dagster_log.read_text()[-3000:]}"
+            data = _query(port)
+            if data is not None and _settled(data, killed["runId"]):
+                break
+            time.sleep(3)
+        settled_after = time.monotonic() - restarted_at
+    finally:
+        _stop(dagster)
+        _stop(pipeline)
+    assert data is not None and killed is not None
+    runs = {r["runId"]: r for r in data["runsOrError"]["results"]}
+    assert all(runs[i]["status"] == "FAILURE" for i in in_progress)  # run monitoring gave up on the dead runs
+    retries = [r for r in runs.values() if _tags(r).get("dagster/parent_run_id") == killed["runId"]]
+    assert [r["status"] for r in retries] == ["SUCCESS"], retries  # run retries ran it again, once
+    assert _windows(_tags(retries[0])) == _windows(_tags(killed))
+
+    # The sensor's cursor survived the kill: each window requested by exactly one sensor run.
+    sensor_runs = [r for r in runs.values() if "dagster/parent_run_id" not in _tags(r)
+                   and _tags(r).get("dagster/sensor_name") == "closed_windows_sensor"]
+    requested = [w for r in sensor_runs for w in _windows(_tags(r))]
+    assert len(requested) == len(set(requested)) == WINDOWS, sorted(requested)
+    assert all(r["status"] == "SUCCESS" for r in runs.values() if r["runId"] not in in_progress), runs
+
+    nodes = _nodes(data)
+    for key in ("fact_ticks_60s", "fact_ticks_300s"):
+        assert nodes[key]["partitionStats"]["numMaterialized"] == WINDOWS
+    checks = [c["executionForLatestMaterialization"] for key in ("fact_ticks_60s", "fact_ticks_300s")
+              for c in nodes[key]["assetChecksOrError"]["checks"]]
+    assert len(checks) == len(FACT_CHECKS)
+    assert all(c["status"] == "SUCCEEDED" and c["evaluation"]["success"] for c in checks), checks
+
+    ticks = read_kibot(sample_path)
+    rows_60, rows_300 = _table(db, "FACT_TICKS_60S"), _table(db, "FACT_TICKS_300S")
+    expected_60, expected_300 = expected_ohlcv(ticks, 60), expected_ohlcv(ticks, 300)
+    rows_in = expected_60.height + expected_300.height
+    rows_out = rows_60.height + rows_300.height
+    unique = rows_60["BAR_ID"].n_unique() + rows_300["BAR_ID"].n_unique()
+    record_score("Dagster killed mid-run", "SIGKILL of `dagster dev` (daemon, webserver, code server) and of the "
+                 f"fact run in progress during a paced replay, restarted after 3 s; run monitoring "
+                 f"max_runtime_seconds={MAX_RUNTIME_S}", rows_in, rows_out, max(0, rows_in - unique), rows_out - unique,
+                 settled_after, unit="fact rows", killed_run_windows=len(_windows(_tags(killed))),
+                 sensor_runs=len(sensor_runs), leftover_run_workers=len(leftovers))
+    assert (rows_60.height, rows_300.height) == (expected_60.height, expected_300.height)
+    assert_facts_equal(rows_60, expected_60)
+    assert_facts_equal(rows_300, expected_300)
+
+
+def _settled(data: dict[str, Any], killed_run: str) -> bool:
+    """Every window loaded, the killed run retried, nothing queued or in progress."""
+    nodes = _nodes(data)
+    runs = data["runsOrError"]["results"]
+    facts = [nodes["fact_ticks_60s"], nodes["fact_ticks_300s"]]
+    return (
+        all(n["partitionStats"]["numMaterialized"] == WINDOWS for n in facts)
+        and any(_tags(r).get("dagster/parent_run_id") == killed_run and r["status"] == "SUCCESS" for r in runs)
+        and all(r["status"] not in {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"} for r in runs)
+    )
