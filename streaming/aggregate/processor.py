@@ -198,7 +198,8 @@ class Aggregator:
         while not self.stop():
             epoch = self._epoch
             msgs = self.consumer.consume(num_messages=BATCH, timeout=0.05)
-            if msgs and epoch != self._epoch:
+            # The first assignment of the process has no older generation to leave messages behind.
+            if msgs and epoch != self._epoch and (epoch, self._epoch) != (0, 1):
                 msgs = self._drop_stale_batch(len(msgs))
             if msgs:
                 self._process(msgs)
@@ -278,7 +279,13 @@ class Aggregator:
         self.log(f"dropped {size} messages fetched before a rebalance/rewind; re-reading from the restored offsets")
         for p, st in self.states.items():
             offset = st.next_offset if st.next_offset >= 0 else OFFSET_BEGINNING
-            self.consumer.seek(TopicPartition(self.kafka.topic_raw, p, offset))
+            try:
+                self.consumer.seek(TopicPartition(self.kafka.topic_raw, p, offset))
+            except KafkaException as exc:
+                # Not fetching yet (assignment still being applied): it starts at the assigned
+                # offset, which is this resume point.
+                if exc.args[0].code() != KafkaError._STATE:
+                    raise
         return []
 
     def _emit(self, partition: int, windows: PartitionWindows, clock: int) -> None:
