@@ -80,12 +80,11 @@ def _table(db: Path, name: str) -> pl.DataFrame:
         return conn.sql(f"SELECT * FROM CORE.{name} ORDER BY BAR_ID").pl()
 
 
-def test_sensor_loads_a_real_replay_and_graphql_shows_it(
-    kafka: KafkaSettings, sample_path: Path, tmp_path: Path
-) -> None:
-    port, api_port = free_port_base(1), free_port_base(1, start=40_000)
-    db = tmp_path / "warehouse.duckdb"
-    env = {
+def pipeline_env(
+    kafka: KafkaSettings, api_port: int, dagster_home: Path, db: Path, replay_speed: float
+) -> dict[str, str]:
+    """Environment of a `python -m streaming pipeline` on the test's broker, topics and warehouse file."""
+    return {
         **os.environ,
         "KAFKA_BROKERS": kafka.brokers,
         "KAFKA_TOPIC_RAW": kafka.topic_raw,
@@ -93,12 +92,20 @@ def test_sensor_loads_a_real_replay_and_graphql_shows_it(
         "KAFKA_TOPIC_DLQ": kafka.topic_dlq,
         "AGG_GROUP_ID": f"agg-{uuid.uuid4().hex[:6]}",
         "API_PORT": str(api_port),
-        "REPLAY_SPEED": "0",
-        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        "REPLAY_SPEED": f"{replay_speed:g}",
+        "DAGSTER_HOME": str(dagster_home),
         "SNOWFLAKE_TARGET": "duckdb",
         "SNOWFLAKE_DUCKDB_PATH": str(db),
         "PYTHONUNBUFFERED": "1",
     }
+
+
+def test_sensor_loads_a_real_replay_and_graphql_shows_it(
+    kafka: KafkaSettings, sample_path: Path, tmp_path: Path
+) -> None:
+    port, api_port = free_port_base(1), free_port_base(1, start=40_000)
+    db = tmp_path / "warehouse.duckdb"
+    env = pipeline_env(kafka, api_port, tmp_path / "dagster_home", db, replay_speed=0)
     for name in ("SNOWFLAKE_PARTITIONS_START", "SNOWFLAKE_PARTITIONS_END"):
         env.pop(name, None)  # the pipeline gives Dagster the data's days
     log = tmp_path / "pipeline.log"

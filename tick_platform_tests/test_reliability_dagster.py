@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from streaming.config import PROJECT_ROOT, KafkaSettings
 from streaming.pipeline.services import DAGSTER_YAML_TEMPLATE
 from tick_platform.checks import FACT_CHECKS
 from tick_platform_tests.reliability_support import record_score
-from tick_platform_tests.test_platform_dagster_dev import _nodes, _table
+from tick_platform_tests.test_platform_dagster_dev import _nodes, _table, pipeline_env
 from tick_platform_tests.test_platform_support import assert_facts_equal, expected_ohlcv, read_kibot
 
 pytestmark = pytest.mark.kafka
@@ -117,20 +116,8 @@ def test_dagster_killed_mid_run_is_retried_and_the_sensor_neither_skips_nor_repe
 ) -> None:
     port, api_port = free_port_base(1), free_port_base(1, start=41_000)
     db = tmp_path / "warehouse.duckdb"
-    env = {
-        **os.environ,
-        "KAFKA_BROKERS": kafka.brokers,
-        "KAFKA_TOPIC_RAW": kafka.topic_raw,
-        "KAFKA_TOPIC_AGG": kafka.topic_agg,
-        "KAFKA_TOPIC_DLQ": kafka.topic_dlq,
-        "AGG_GROUP_ID": f"agg-{uuid.uuid4().hex[:6]}",
-        "API_PORT": str(api_port),
-        "REPLAY_SPEED": "120",  # the sample's 6.25 h in about three minutes: windows keep closing
-        "DAGSTER_HOME": str(_dagster_home(tmp_path / "dagster_home")),
-        "SNOWFLAKE_TARGET": "duckdb",
-        "SNOWFLAKE_DUCKDB_PATH": str(db),
-        "PYTHONUNBUFFERED": "1",
-    }
+    # The sample's 6.25 h in about three minutes: windows keep closing across the kill.
+    env = pipeline_env(kafka, api_port, _dagster_home(tmp_path / "dagster_home"), db, replay_speed=120)
     pipeline_log, dagster_log = tmp_path / "pipeline.log", tmp_path / "dagster.log"
     with open(pipeline_log, "wb") as out:
         pipeline = subprocess.Popen(

@@ -49,22 +49,28 @@ def test_sql_scripts_are_the_rendered_definitions() -> None:
         assert needle in setup, needle
 
 
-@pytest.mark.kafka
-def test_day_backfill_through_snowflake_resource_on_fakesnow(
-    kafka: KafkaSettings, sample_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+DAY = (datetime(2010, 2, 17, 14, 30, tzinfo=UTC), datetime(2010, 2, 17, 20, 45, tzinfo=UTC))
+
+
+@pytest.fixture()
+def sample_on_snowflake(kafka: KafkaSettings, sample_path: Path, monkeypatch: pytest.MonkeyPatch) -> pl.DataFrame:
+    """The sample's bars in ticks.agg.1s and settings that choose the Snowflake warehouse; returns the ticks."""
     ticks = read_kibot(sample_path)
     produce_bars(kafka, bars_from_ticks(ticks))
-    for name, value in {
-        "SNOWFLAKE_TARGET": "snowflake",
-        "SNOW_ACCOUNT": "fake",
-        "SNOW_USER": "loader",
-        "SNOW_PASSWORD": "pw",
-    }.items():
+    for name, value in {"SNOWFLAKE_TARGET": "snowflake", "SNOW_ACCOUNT": "fake", "SNOW_USER": "loader",
+                        "SNOW_PASSWORD": "pw"}.items():
         monkeypatch.setenv(name, value)
+    return ticks
+
+
+@pytest.mark.kafka
+def test_day_backfill_through_snowflake_resource_on_fakesnow(
+    kafka: KafkaSettings, sample_on_snowflake: pl.DataFrame
+) -> None:
+    ticks = sample_on_snowflake
     settings = load_settings()
     assert settings.use_snowflake
-    start, end = datetime(2010, 2, 17, 14, 30, tzinfo=UTC), datetime(2010, 2, 17, 20, 45, tzinfo=UTC)
+    start, end = DAY
     with fakesnow.patch():
         report = materialize_facts(
             start, end, settings, kafka=kafka, instance=DagsterInstance.ephemeral(), with_dimensions=False
@@ -101,16 +107,12 @@ def test_day_backfill_through_snowflake_resource_on_fakesnow(
 
 @pytest.mark.kafka
 def test_a_failing_snowflake_connection_is_retried_and_the_window_loads_exactly(
-    kafka: KafkaSettings, sample_path: Path, monkeypatch: pytest.MonkeyPatch
+    kafka: KafkaSettings, sample_on_snowflake: pl.DataFrame
 ) -> None:
     """Snowflake unreachable for the first two connection attempts: the step is retried and loads the rows."""
-    ticks = read_kibot(sample_path)
-    produce_bars(kafka, bars_from_ticks(ticks))
-    for name, value in {"SNOWFLAKE_TARGET": "snowflake", "SNOW_ACCOUNT": "fake", "SNOW_USER": "loader",
-                        "SNOW_PASSWORD": "pw"}.items():
-        monkeypatch.setenv(name, value)
+    ticks = sample_on_snowflake
     settings = load_settings()
-    start, end = datetime(2010, 2, 17, 14, 30, tzinfo=UTC), datetime(2010, 2, 17, 20, 45, tzinfo=UTC)
+    start, end = DAY
     refused: list[dict[str, Any]] = []
     instance = DagsterInstance.ephemeral()
     with fakesnow.patch():
