@@ -32,13 +32,12 @@ from confluent_kafka import (
 from streaming.aggregate.counters import Counters
 from streaming.aggregate.dead_letters import decode_bin, late_record, poison_record
 from streaming.aggregate.windows import Checkpoint, LateBin, PartitionWindows, WindowConfig
+from streaming.broker.topics import committed_offsets
 from streaming.config import Settings
 from streaming.errors import BrokerError
 from streaming.records import Bar, DlqRecord, encode
 
 BATCH = 2_000
-_COORDINATOR_BUSY = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-                     KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._TIMED_OUT, KafkaError.UNSTABLE_OFFSET_COMMIT}
 IDLE_CHECK_S = 0.05
 # A partition is aligned only after this long without input: during a backlog nothing is quiet,
 # so a full-speed replay never pays for the end-offset queries.
@@ -459,7 +458,7 @@ class Aggregator:
 
     def _restore(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
         """Fresh state for each partition from its committed offset and checkpoint; returns where to read."""
-        committed = self._committed(partitions) if partitions else []
+        committed = committed_offsets(self.consumer, partitions, wait_s=60) if partitions else []
         starts: list[TopicPartition] = []
         for tp in committed:
             if tp.error is not None:
@@ -473,19 +472,6 @@ class Aggregator:
             self.states[tp.partition] = PartitionState(windows, cp.rebuild_from, tp.offset)
             starts.append(TopicPartition(tp.topic, tp.partition, cp.rebuild_from))
         return starts
-
-    def _committed(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
-        """The group's committed offsets, retrying the coordinator's transient errors (moves, loading)."""
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                return list(self.consumer.committed(partitions, timeout=30))
-            except KafkaException as exc:
-                err = exc.args[0]
-                transient = err.retriable() or err.code() in _COORDINATOR_BUSY
-                if not transient or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._closing:
@@ -532,7 +518,7 @@ class Aggregator:
             return False
         tps = [TopicPartition(self.kafka.topic_raw, p) for p in topic.partitions]
         seen_input = False
-        for tp in self._committed(tps):
+        for tp in committed_offsets(self.consumer, tps, wait_s=60):
             _low, high = self.consumer.get_watermark_offsets(tp, timeout=10, cached=False)
             if high == 0:
                 continue

@@ -163,18 +163,20 @@ def describe_topics(kafka: KafkaSettings, names: list[str] | None = None) -> lis
     return infos
 
 
-_COORDINATOR_MOVING = {KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.NOT_COORDINATOR,
-                       KafkaError.COORDINATOR_NOT_AVAILABLE}
+# Answers of a group coordinator that is moving, loading or finishing a transaction: wait them out.
+_COORDINATOR_BUSY = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                    KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._TIMED_OUT, KafkaError.UNSTABLE_OFFSET_COMMIT}
 
 
-def _committed(consumer: Consumer, tps: list[TopicPartition], timeout_s: float = 30.0) -> list[TopicPartition]:
-    """The consumer's group's committed offsets; waits out a coordinator that is loading or moving."""
-    deadline = time.monotonic() + timeout_s
+def committed_offsets(consumer: Consumer, tps: list[TopicPartition], wait_s: float) -> list[TopicPartition]:
+    """The consumer's group's committed offsets, retrying transient coordinator errors for up to `wait_s`."""
+    deadline = time.monotonic() + wait_s
     while True:
         try:
-            return list(consumer.committed(tps, timeout=timeout_s))
+            return list(consumer.committed(tps, timeout=30))
         except KafkaException as exc:
-            if exc.args[0].code() not in _COORDINATOR_MOVING or time.monotonic() > deadline:
+            err = exc.args[0]
+            if not (err.retriable() or err.code() in _COORDINATOR_BUSY) or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
 
@@ -193,7 +195,7 @@ def group_lag(kafka: KafkaSettings, group: str, topic: str) -> dict[int, int | N
     # process dies with SIGSEGV (librdkafka#5040, confluent-kafka-python#1982).
     consumer = Consumer({**kafka.client_base(), "group.id": group, "enable.auto.commit": False})
     try:
-        committed = {tp.partition: tp.offset for tp in _committed(consumer, tps)}
+        committed = {tp.partition: tp.offset for tp in committed_offsets(consumer, tps, wait_s=30)}
         lag: dict[int, int | None] = {}
         for tp in tps:
             _, high = _watermarks(consumer, tp)
