@@ -80,6 +80,11 @@ def output_dir(request: pytest.FixtureRequest) -> Path:
     return path
 
 
+def _defs_state_storage() -> object:
+    """Dagster's process-wide definitions-state storage (None until Dagster is imported)."""
+    state = sys.modules.get("dagster._core.storage.defs_state.base")
+    return state.DefsStateStorage.get() if state else None
+
 
 @pytest.fixture(autouse=True)
 def _no_dagster_instance_left_entered() -> Iterator[None]:
@@ -89,9 +94,6 @@ def _no_dagster_instance_left_entered() -> Iterator[None]:
     context variable; once that instance is collected, a later test that builds Definitions
     fails with "undefined DagsterInstance weakref", far from the cause.
     """
-    state = sys.modules.get("dagster._core.storage.defs_state.base")
-    before = state.DefsStateStorage.get() if state else None
+    before = _defs_state_storage()
     yield
-    state = sys.modules.get("dagster._core.storage.defs_state.base")
-    after = state.DefsStateStorage.get() if state else None
-    assert after is before, "a DagsterInstance was left entered: close the context (use `with`)"
+    assert _defs_state_storage() is before, "a DagsterInstance was left entered: close the context (use `with`)"

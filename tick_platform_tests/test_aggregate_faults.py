@@ -17,6 +17,7 @@ from tick_platform_tests.test_aggregate_helpers import (
     aggregator_env,
     assert_partition_order,
     data_fields,
+    owned,
     partition_of,
     per_partition_reference,
     produce_bins,
@@ -114,12 +115,6 @@ def test_sigkill_at_random_moments_commits_exactly_the_clean_run(kafka: KafkaSet
     assert_equals_clean_run(kafka, expected, expected_late)
 
 
-def assigned(log: Path) -> list[int] | None:
-    """The partitions of the last assignment a process logged, None before the first."""
-    found = re.findall(r"assigned partitions \[([0-9, ]*)\]", log.read_text() if log.exists() else "")
-    return None if not found else [int(x) for x in found[-1].split(",") if x.strip()]
-
-
 def test_two_processes_in_one_group_one_killed_equal_the_clean_run(kafka: KafkaSettings, tmp_path: Path) -> None:
     bins = synthetic_bins(symbols=24, ticks=300_000, seed=5, late_every=3_001)
     group = f"agg-{kafka.topic_raw}"
@@ -133,12 +128,12 @@ def test_two_processes_in_one_group_one_killed_equal_the_clean_run(kafka: KafkaS
                          log=log_b)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # both members own partitions: the group is split
-        got_a, got_b = assigned(log_a), assigned(log_b)
-        if got_a and got_b and sorted(got_a + got_b) == list(range(kafka.partitions)):
+        got_a, got_b = owned(log_a), owned(log_b)
+        if got_a and got_b and sorted([*got_a, *got_b]) == list(range(kafka.partitions)):
             break
         time.sleep(0.1)
     else:
-        pytest.fail(f"the group never split: a={assigned(log_a)} b={assigned(log_b)}")
+        pytest.fail(f"the group never split: a={owned(log_a)} b={owned(log_b)}")
     # The input arrives while both run (a live stream); a dies once a third of it is committed,
     # with the rest not yet sent, so the kill always lands mid-stream.
     total = len(bins)
@@ -154,7 +149,7 @@ def test_two_processes_in_one_group_one_killed_equal_the_clean_run(kafka: KafkaS
     assert total // 3 <= at_kill <= first < total
     assert produce_bins(kafka, bins[first:]) == total - first
     assert b.wait(240) == 0, log_b.read_text()[-3000:]
-    assert sorted(assigned(log_b) or []) == list(range(kafka.partitions))  # b took over a's partitions
+    assert sorted(owned(log_b)) == list(range(kafka.partitions))  # b took over a's partitions
     assert committed_total(kafka, group) == total
     assert_equals_clean_run(kafka, expected, expected_late)
 

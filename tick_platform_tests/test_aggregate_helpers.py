@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -197,6 +198,17 @@ def start_aggregator(env: dict[str, str], *args: str, log: Path | None = None) -
     sink = log.open("ab") if log is not None else subprocess.DEVNULL
     return subprocess.Popen([sys.executable, "-m", "streaming", "aggregate", *args], cwd=PROJECT_ROOT, env=env,
                             stdout=sink, stderr=subprocess.STDOUT)
+
+
+_OWNERSHIP = re.compile(r"(assigned|revoked) partitions \[([0-9, ]*)\]")
+
+
+def owned(log: Path) -> set[int]:
+    """The partitions an aggregator owns by its log: its last assignment, nothing after a revoke."""
+    events = _OWNERSHIP.findall(log.read_text(errors="replace") if log.exists() else "")
+    if not events or events[-1][0] == "revoked":
+        return set()
+    return {int(x) for x in events[-1][1].split(",") if x.strip()}
 
 
 def settings_for(kafka: KafkaSettings, **agg: object) -> Settings:

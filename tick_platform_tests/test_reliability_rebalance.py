@@ -10,10 +10,8 @@ metadata. The end result must equal the clean run (0 lost, 0 duplicated, nothing
 from __future__ import annotations
 
 import random
-import re
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
@@ -32,19 +30,9 @@ from tick_platform_tests.reliability_support import (
     wait_until,
     work_dir,
 )
+from tick_platform_tests.test_aggregate_helpers import owned
 
 IDLE_TIMEOUT_MS = 10_000  # above a handover's pause, as in the chaos runs
-_OWNERSHIP = re.compile(r"(assigned|revoked) partitions \[([0-9, ]*)\]")
-
-
-def owned(log: Path) -> set[int]:
-    """The partitions an instance owns by its log: its last assignment, nothing after a revoke."""
-    events = _OWNERSHIP.findall(log.read_text(errors="replace") if log.exists() else "")
-    if not events or events[-1][0] == "revoked":
-        return set()
-    return {int(x) for x in events[-1][1].split(",") if x.strip()}
-
-
 def settled(members: list[Stage], partitions: int) -> bool:
     """Whether the live members own every partition exactly once (the rebalance finished)."""
     sets = [owned(m.log) for m in members if m.running]

@@ -63,6 +63,17 @@ def sample_on_snowflake(kafka: KafkaSettings, sample_path: Path, monkeypatch: py
     return ticks
 
 
+def _fact_tables(cur: Any) -> dict[str, pl.DataFrame]:
+    """CORE.FACT_TICKS_60S and _300S as frames, ordered by BAR_ID."""
+    frames = {}
+    for table in ("FACT_TICKS_60S", "FACT_TICKS_300S"):
+        cur.execute(f"SELECT * FROM CORE.{table} ORDER BY BAR_ID")
+        names = [d[0] for d in cur.description]
+        frames[table] = pl.DataFrame([tuple(r) for r in cur.fetchall()], schema=names, orient="row",
+                                     infer_schema_length=None)
+    return frames
+
+
 @pytest.mark.kafka
 def test_day_backfill_through_snowflake_resource_on_fakesnow(
     kafka: KafkaSettings, sample_on_snowflake: pl.DataFrame
@@ -79,13 +90,7 @@ def test_day_backfill_through_snowflake_resource_on_fakesnow(
             account="fake", user="loader", password="pw", database="TICK_PLATFORM", schema="CORE"
         )
         cur = conn.cursor()
-        frames = {}
-        for table in ("FACT_TICKS_60S", "FACT_TICKS_300S"):
-            cur.execute(f"SELECT * FROM CORE.{table} ORDER BY BAR_ID")
-            names = [d[0] for d in cur.description]
-            frames[table] = pl.DataFrame(
-                [tuple(r) for r in cur.fetchall()], schema=names, orient="row", infer_schema_length=None
-            )
+        frames = _fact_tables(cur)
         view_counts = {}
         for view in VIEWS:
             cur.execute(f"SELECT COUNT(*) FROM {view}")
@@ -130,13 +135,7 @@ def test_a_failing_snowflake_connection_is_retried_and_the_window_loads_exactly(
             report = materialize_facts(start, end, settings, kafka=kafka, instance=instance, with_dimensions=False)
         loaded_at = time.monotonic()
         conn = fake_connect(account="fake", user="loader", password="pw", database="TICK_PLATFORM", schema="CORE")
-        cur = conn.cursor()
-        facts = {}
-        for table in ("FACT_TICKS_60S", "FACT_TICKS_300S"):
-            cur.execute(f"SELECT * FROM CORE.{table} ORDER BY BAR_ID")
-            names = [d[0] for d in cur.description]
-            facts[table] = pl.DataFrame([tuple(r) for r in cur.fetchall()], schema=names, orient="row",
-                                        infer_schema_length=None)
+        facts = _fact_tables(conn.cursor())
         conn.close()
     retries = instance.all_logs(report.run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY)
     assert [r["account"] for r in refused] == ["fake", "fake"]
