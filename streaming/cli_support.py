@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
@@ -47,33 +48,51 @@ def one_line_errors() -> Iterator[None]:
 class StopFlag:
     """Set by SIGINT/SIGTERM so long-running loops finish their transaction and exit cleanly."""
 
+    # How often `wait` looks at a flag set by a signal (the handler itself only stores the number).
+    POLL_S = 0.05
+
     def __init__(self) -> None:
         self._event = threading.Event()
-        self.signal_name: str | None = None
+        self._signum: int | None = None
 
     def install(self) -> StopFlag:
         """Route SIGINT and SIGTERM to this flag (a second Ctrl+C exits at once)."""
 
         def handler(signum: int, _frame: Any) -> None:
-            if self._event.is_set():
-                sys.exit(130)
-            self.signal_name = signal.Signals(signum).name
-            self._event.set()
+            # Only an attribute store: the handler can run while a librdkafka callback that raised
+            # still has its exception pending, and any call here would then end in a SystemError
+            # instead of a clean stop (docs/reliability.md, finding 11).
+            if self._signum is not None:
+                raise SystemExit(130)
+            self._signum = signum
 
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, handler)
             signal.signal(signal.SIGTERM, handler)
         return self
 
+    @property
+    def signal_name(self) -> str | None:
+        """SIGINT or SIGTERM once a signal stopped the process."""
+        return None if self._signum is None else signal.Signals(self._signum).name
+
     def set(self) -> None:
         self._event.set()
 
     def wait(self, timeout: float) -> bool:
-        return self._event.wait(timeout)
+        """Sleep up to `timeout` seconds; True as soon as the flag is set."""
+        deadline = time.monotonic() + timeout
+        while not self:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self._event.wait(min(left, self.POLL_S)):
+                return True
+        return True
 
     def __bool__(self) -> bool:
-        return self._event.is_set()
+        return self._signum is not None or self._event.is_set()
 
     @property
     def is_set(self) -> Callable[[], bool]:
-        return self._event.is_set
+        return self.__bool__

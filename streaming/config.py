@@ -112,6 +112,8 @@ class ReplaySettings(BaseSettings):
     commit_interval_ms: int = Field(100, ge=1)
     chunk_rows: int = Field(200_000, ge=1_000)
     progress_interval_s: float = Field(2.0, gt=0)
+    # In-process resumes from the last checkpoint after a failed transaction (exactly-once, files only).
+    max_restarts: int = Field(5, ge=0)
 
 
 class AggSettings(BaseSettings):
@@ -135,6 +137,8 @@ class AggSettings(BaseSettings):
     align_watermarks: bool = False
     max_open_windows: int = Field(1_000_000, ge=1)
     progress_interval_s: float = Field(2.0, gt=0)
+    # In-process restarts of the Kafka clients after a fatal error (fenced, timed out), from the commits.
+    max_restarts: int = Field(5, ge=0)
 
 
 class ApiSettings(BaseSettings):

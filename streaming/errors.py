@@ -21,3 +21,7 @@ class BrokerError(TickPlatformError):
 
 class ContractError(TickPlatformError):
     """A record does not satisfy its contract (docs/contracts)."""
+
+
+class StageKafkaError(BrokerError):
+    """A stage's Kafka client failed mid-stream (fenced, fatal, timed out); a restart resumes from its last commit."""

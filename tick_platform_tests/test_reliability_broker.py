@@ -113,7 +113,7 @@ def _broker_failure(work: Path, *, nodes: int, victim: int, sig: int, down_s: fl
             recovery_s = time.monotonic() - restarted
             pipeline.run_to_end(300)
             run = check_against_clean_run(kafka, expected_bins, expected_bars, pipeline.failures)
-            if not (run.bins.exact and run.bars.exact):
+            if not (run.bins.exact and run.bars.exact) or pipeline.failures:
                 run.failures.append(f"logs kept in {keep_logs(work, f'broker-{nodes}-nodes')}")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\nstage failures: {pipeline.failures}\n{hanging_hints(cluster)}") from None

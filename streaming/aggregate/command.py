@@ -98,18 +98,29 @@ def aggregate(
                       + (f" (dlq: {dlq})" if dlq else ""))
             return
         from streaming.aggregate.processor import Aggregator
+        from streaming.restarts import RestartPolicy, run_with_restarts
 
         stop = StopFlag().install()
-        aggregator = Aggregator(settings, stop.is_set, max_bins=max_bins, until_idle=until_idle,
-                                progress=_changed_lines(lambda line: console.print(line, highlight=False)),
-                                log=lambda line: console.print(line, highlight=False))
-        server = _serve_metrics(metrics_port, lambda: aggregator.counters) if metrics_port else None
+        counters = Counters()  # one set across in-process restarts
+        server = _serve_metrics(metrics_port, lambda: counters) if metrics_port else None
         mode = "exactly-once" if settings.agg.exactly_once else "at-least-once"
         console.print(f"aggregate: {settings.kafka.topic_raw} -> {settings.kafka.topic_agg} ({mode}, group "
                       f"{settings.agg.group_id}, window {settings.agg.window_ms} ms, grace "
                       f"{settings.agg_grace_ms} ms)", highlight=False)
+
+        def log(line: str) -> None:
+            console.print(line, highlight=False, soft_wrap=True, markup=False)
+
+        def run_once(restarts: int) -> Counters:
+            if restarts:
+                counters.restarts += 1
+            aggregator = Aggregator(settings, stop.is_set, max_bins=max_bins, until_idle=until_idle,
+                                    progress=_changed_lines(log), log=log, counters=counters)
+            return aggregator.run()
+
         try:
-            counters = aggregator.run()
+            run_with_restarts(run_once, RestartPolicy(settings.agg.max_restarts), what="aggregate", log=log,
+                              wait=stop.wait)
         finally:
             if server is not None:
                 server.shutdown()

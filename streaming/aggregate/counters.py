@@ -23,6 +23,7 @@ class Counters:
     aborts: int = 0
     assignments: int = 0
     stale_batches: int = 0  # batches dropped because a rebalance/rewind ran while they were fetched
+    restarts: int = 0  # in-process restarts of the Kafka clients after a fatal error
     watermark_lag_ms: int = 0  # newest event time seen minus watermark, on the last emitting partition
     close_latency_ms: int = 0  # wall clock at emission minus the bar's end (meaningful for live replays)
     started: float = field(default_factory=time.monotonic)
@@ -43,6 +44,7 @@ class Counters:
             f"wm lag {self.watermark_lag_ms} ms  close latency {self._latency()}  "
             f"assignments {self.assignments}  aborts {self.aborts}  idle flushes {self.idle_flushes}"
             + (f"  aligned closes {self.aligned_closes}" if self.aligned_closes else "")
+            + (f"  restarts {self.restarts}" if self.restarts else "")
         )
 
     def _latency(self) -> str:

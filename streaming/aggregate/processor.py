@@ -34,7 +34,7 @@ from streaming.aggregate.dead_letters import decode_bin, late_record, poison_rec
 from streaming.aggregate.windows import Checkpoint, LateBin, PartitionWindows, WindowConfig
 from streaming.broker.topics import committed_offsets
 from streaming.config import Settings
-from streaming.errors import BrokerError
+from streaming.errors import StageKafkaError
 from streaming.records import Bar, DlqRecord, encode
 
 BATCH = 2_000
@@ -116,7 +116,7 @@ class Aggregator:
     def __init__(self, settings: Settings, stop: Callable[[], bool] = lambda: False,
                  max_bins: int | None = None, until_idle: bool = False,
                  progress: Callable[[Counters], None] | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, counters: Counters | None = None) -> None:
         self.settings = settings
         self.kafka = settings.kafka
         self.config = window_config(settings)
@@ -126,7 +126,7 @@ class Aggregator:
         self.until_idle = until_idle
         self.progress = progress
         self.log = log or (lambda _line: None)
-        self.counters = Counters()
+        self.counters = counters if counters is not None else Counters()
         self.states: dict[int, PartitionState] = {}
         self.idle_s = settings.agg.idle_timeout_ms / 1000
         self.align = settings.agg.align_watermarks
@@ -181,14 +181,17 @@ class Aggregator:
             self._commit()
         except KafkaException as exc:
             self._abort_quietly()
-            raise BrokerError(f"aggregator stopped on a Kafka error: {exc}") from None
+            raise StageKafkaError(f"aggregator stopped on a Kafka error: {exc}") from None
         except BaseException:
             self._abort_quietly()  # e.g. a second Ctrl+C: nothing half-done becomes visible
             raise
         finally:
             self._closing = True  # group callbacks fired by close() find nothing left to do
-            self.consumer.close()
-            self.producer.flush(10)
+            # A fenced or fatal client raises its error again here; it was reported already.
+            with contextlib.suppress(KafkaException):
+                self.consumer.close()
+            with contextlib.suppress(KafkaException):
+                self.producer.flush(10)
         return self.counters
 
     def _loop(self) -> None:
@@ -199,7 +202,7 @@ class Aggregator:
             msgs = self.consumer.consume(num_messages=BATCH, timeout=0.05)
             # The first assignment of the process has no older generation to leave messages behind.
             if msgs and epoch != self._epoch and (epoch, self._epoch) != (0, 1):
-                msgs = self._drop_stale_batch(len(msgs))
+                msgs = self._drop_stale_batch(msgs)
             if msgs:
                 self._process(msgs)
             self.producer.poll(0)
@@ -265,7 +268,7 @@ class Aggregator:
             if windows.bars or windows.late:
                 self._emit(p, windows, clock)
 
-    def _drop_stale_batch(self, size: int) -> list[Message]:
+    def _drop_stale_batch(self, msgs: list[Message]) -> list[Message]:
         """A rebalance or rewind ran inside consume(): drop the batch and re-read from each resume point.
 
         librdkafka's batch API hands back the messages it had dequeued before running the
@@ -274,8 +277,13 @@ class Aggregator:
         docs/reliability.md). Nothing of the batch was processed, so seeking each partition back
         to where its state resumes loses nothing.
         """
+        for m in msgs:
+            err = m.error()
+            if err is not None and err.code() != KafkaError._PARTITION_EOF:
+                raise KafkaException(err)  # e.g. a fatal fencing: dropping it would leave a dead consumer
         self.counters.stale_batches += 1
-        self.log(f"dropped {size} messages fetched before a rebalance/rewind; re-reading from the restored offsets")
+        self.log(f"dropped {len(msgs)} messages fetched before a rebalance/rewind; "
+                 "re-reading from the restored offsets")
         for p, st in self.states.items():
             offset = st.next_offset if st.next_offset >= 0 else OFFSET_BEGINNING
             try:
@@ -434,7 +442,7 @@ class Aggregator:
         else:
             remaining = self.producer.flush(30)
             if remaining or self._delivery_error:
-                raise BrokerError(f"delivery failed: {self._delivery_error or f'{remaining} undelivered'}")
+                raise StageKafkaError(f"delivery failed: {self._delivery_error or f'{remaining} undelivered'}")
             if offsets:
                 self.consumer.commit(offsets=offsets, asynchronous=False)
         self._dirty = False

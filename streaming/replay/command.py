@@ -70,7 +70,8 @@ def replay(
                 console.print("note: --dlq is for offline runs; DLQ records go to the DLQ topic", highlight=False)
             from streaming.replay.producer import run_replay
 
-            summary = run_replay(settings, sources, stop, job_id=job_id, columns=columns, console=progress)
+            summary = run_replay(settings, sources, stop, job_id=job_id, columns=columns, console=progress,
+                                 log=lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False))
     out.print(summary.line(), highlight=False, soft_wrap=True, markup=False)
     if stop.signal_name is not None:
         out.print(f"stopped by {stop.signal_name}", highlight=False)

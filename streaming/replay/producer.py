@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 from rich.console import Console
 
 from streaming.cli_support import StopFlag
 from streaming.config import KafkaSettings, Settings
-from streaming.errors import BrokerError
+from streaming.errors import BrokerError, StageKafkaError
 from streaming.records import encode
 from streaming.replay.checkpoint import CHECKPOINT_TOPIC, Checkpoint, derive_job_id
 from streaming.replay.driver import drive
@@ -23,6 +24,7 @@ from streaming.replay.encoding import bin_json_lines
 from streaming.replay.engine import ReplayEngine, Step
 from streaming.replay.kafka_io import ensure_checkpoint_topic, producer_config, read_checkpoint
 from streaming.replay.summary import ReplaySummary
+from streaming.restarts import RestartPolicy, run_with_restarts
 
 DLQ_KEY = b"replay"
 
@@ -62,6 +64,12 @@ class KafkaSink:
         """Produce the step's bins (key = symbol) and DLQ records (key = stage)."""
         if step.bins.height == 0 and not step.dlq:
             return
+        try:
+            self._write(step)
+        except KafkaException as exc:  # a fatal producer (fenced, broken transaction) refuses every call
+            raise StageKafkaError(f"replay producer failed ({exc.args[0]})") from None
+
+    def _write(self, step: Step) -> None:
         self._begin()
         topic = self.kafka.topic_raw
         lines = bin_json_lines(step.bins, int(time.time() * 1000))
@@ -85,16 +93,17 @@ class KafkaSink:
             self.producer.flush(60)
             self._raise_delivery_errors()
             return
-        self._begin()
-        self._produce(self.checkpoint_topic, encode(checkpoint), checkpoint.job_id.encode())
         try:
+            self._begin()
+            self._produce(self.checkpoint_topic, encode(checkpoint), checkpoint.job_id.encode())
             self.producer.commit_transaction(60)
         except KafkaException as exc:
             error = exc.args[0]
             if error.txn_requires_abort():
-                self.producer.abort_transaction(30)
+                with contextlib.suppress(KafkaException):
+                    self.producer.abort_transaction(30)
             self._in_txn = False
-            raise BrokerError(f"commit of a replay transaction failed ({error}); rerun to resume") from None
+            raise StageKafkaError(f"commit of a replay transaction failed ({error})") from None
         self._in_txn = False
 
     def close(self) -> None:
@@ -103,7 +112,9 @@ class KafkaSink:
             with contextlib.suppress(KafkaException):
                 self.producer.abort_transaction(30)
             self._in_txn = False
-        self.producer.flush(60)
+        # A fatal producer raises its error again here; the caller has it already.
+        with contextlib.suppress(KafkaException):
+            self.producer.flush(60)
 
     def _raise_delivery_errors(self) -> None:
         if self._errors:
@@ -119,10 +130,36 @@ def run_replay(
     columns: str | None = None,
     console: Console | None = None,
     checkpoint_topic: str = CHECKPOINT_TOPIC,
+    log: Callable[[str], None] | None = None,
 ) -> ReplaySummary:
-    """Replay `sources` into Kafka; resumes an unfinished run of the same job (exactly-once mode)."""
+    """Replay `sources` into Kafka; resumes an unfinished run of the same job (exactly-once mode).
+
+    A failed transaction (fenced producer, broker gone past the transaction timeout) resumes
+    in-process from the last checkpoint, up to REPLAY_MAX_RESTARTS times; without checkpoints
+    (at-least-once, or an API source) it ends the run.
+    """
     replay, kafka = settings.replay, settings.kafka
     job = job_id or derive_job_id(sources, replay, kafka.topic_raw, columns)
+
+    def run_once(restarts: int) -> ReplaySummary:
+        return _run_once(settings, sources, stop, job, columns, console, checkpoint_topic, restarts)
+
+    if not replay.exactly_once or any("://" in s for s in sources):
+        return run_once(0)
+
+    def wait(seconds: float) -> bool:
+        if stop is not None:
+            return stop.wait(seconds)
+        time.sleep(seconds)
+        return False
+
+    say = log or (console.print if console is not None else (lambda _line: None))
+    return run_with_restarts(run_once, RestartPolicy(replay.max_restarts), what="replay", log=say, wait=wait)
+
+
+def _run_once(settings: Settings, sources: list[str], stop: StopFlag | None, job: str, columns: str | None,
+              console: Console | None, checkpoint_topic: str, restarts: int) -> ReplaySummary:
+    replay, kafka = settings.replay, settings.kafka
     resume: Checkpoint | None = None
     if replay.exactly_once:
         ensure_checkpoint_topic(kafka, checkpoint_topic)
@@ -131,7 +168,8 @@ def run_replay(
             # Fences a previous incarnation and aborts its open transaction before we read the checkpoint.
             producer.init_transactions(60)
         except KafkaException as exc:
-            raise BrokerError(f"cannot start a transactional producer on {kafka.brokers}: {exc}") from None
+            error = StageKafkaError if restarts else BrokerError  # at start-up: fail fast and say why
+            raise error(f"cannot start a transactional producer on {kafka.brokers}: {exc}") from None
         last = read_checkpoint(kafka, checkpoint_topic, job)
         if last is not None and not last.done and not any("://" in s for s in sources):
             resume = last

@@ -1,0 +1,123 @@
+"""Reliability: fatal Kafka client errors mid-stream are ridden through in-process.
+
+A broker restart or a coordinator move can leave a client fenced for good (findings 3, 4 and 14 of
+docs/reliability.md): the transactional producer of the replay or of the aggregator, or the
+aggregator's static group member. Here the same errors are caused on purpose, the way Kafka
+causes them: a second producer with the same transactional.id (its init_transactions bumps the
+epoch, so the running producer's next transactional call is fenced), and a second consumer with
+the same group.instance.id (the running member gets FENCED_INSTANCE_ID). Each stage must restart
+its clients itself from its last commit (no exit, no stall for the supervisor to see), and both
+topics must equal the clean run.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from confluent_kafka import Consumer, Producer
+
+from streaming.config import KafkaSettings, ReplaySettings
+from tick_platform_tests.reliability_support import (
+    Stage,
+    Supervised,
+    assert_exact,
+    check_against_clean_run,
+    committed_offsets,
+    keep_logs,
+    offline_run,
+    score,
+    start_pipeline,
+    stop_all,
+    synth_files,
+    wait_until,
+    work_dir,
+)
+
+RESTARTED = "restarting its Kafka clients from the last commit"
+
+
+def fence_producer(kafka: KafkaSettings, transactional_id: str) -> None:
+    """Initialise a producer with the same transactional.id: the running one is fenced."""
+    producer = Producer({**kafka.client_base(), "transactional.id": transactional_id})
+    producer.init_transactions(60)
+    producer.flush(5)
+
+
+def fence_static_member(kafka: KafkaSettings, group: str, instance_id: str) -> None:
+    """Join the group with the running member's group.instance.id until assigned: the running one is fenced."""
+    consumer = Consumer({**kafka.client_base(), "group.id": group, "group.instance.id": instance_id,
+                         "enable.auto.commit": False, "isolation.level": "read_committed",
+                         "session.timeout.ms": 6_000})
+    consumer.subscribe([kafka.topic_raw])
+    try:
+        deadline = time.monotonic() + 60
+        while not consumer.assignment():
+            assert time.monotonic() < deadline, "the intruding static member was never assigned"
+            consumer.poll(0.2)
+    finally:
+        consumer.close()
+
+
+def restarts(stage: Stage) -> int:
+    """In-process restarts a stage logged."""
+    return stage.log.read_text(errors="replace").count(RESTARTED)
+
+
+def _progress(pipeline: Supervised, after: int) -> None:
+    """Wait until the aggregator committed past `after` input offsets (the stage works again)."""
+    kafka = pipeline.kafka
+    wait_until(pipeline.tended(lambda: committed_offsets(kafka, pipeline.group, kafka.topic_raw, kafka.partitions)
+                               > after), 120, f"aggregator progress past {after}")
+
+
+@pytest.mark.kafka
+def test_fenced_producers_and_static_member_restart_in_process_and_equal_the_clean_run(kafka: KafkaSettings) -> None:
+    """Fence the replay's producer, the aggregator's producer and its static membership mid-stream."""
+    with work_dir("fencing") as work:
+        files = synth_files(work / "synth", 8, 4_000, seed=31)
+        expected_bins, expected_bars = offline_run(files, work)
+        pipeline = start_pipeline(kafka, files, work, speed=350, idle_timeout_ms=10_000)
+        job = pipeline.group.removeprefix("agg-")
+        instance = pipeline.aggregator.env["AGG_INSTANCE_ID"]
+        injected: list[tuple[str, float]] = []
+        try:
+            total = len(expected_bins)
+            group, topic, parts = pipeline.group, kafka.topic_raw, kafka.partitions
+            wait_until(pipeline.tended(lambda: committed_offsets(kafka, group, topic, parts) >= total // 6),
+                       120, "a sixth of the bins aggregated")
+            steps = [
+                ("replay producer", lambda: fence_producer(kafka, f"{ReplaySettings().transactional_id}-{job}"),
+                 pipeline.replay),
+                ("aggregator producer", lambda: fence_producer(kafka, f"tick-aggregator-{instance}"),
+                 pipeline.aggregator),
+                ("aggregator static member", lambda: fence_static_member(kafka, group, instance),
+                 pipeline.aggregator),
+            ]
+            for what, fence, stage in steps:
+                assert pipeline.replay.poll() is None, f"the replay finished before fencing the {what}: slow it down"
+                before = restarts(stage)
+                committed = committed_offsets(kafka, group, topic, parts)
+                started = time.monotonic()
+                fence()
+                wait_until(pipeline.tended(lambda stage=stage, before=before: restarts(stage) > before), 120,
+                           f"the {what} to be restarted in-process")
+                _progress(pipeline, committed)
+                injected.append((what, time.monotonic() - started))
+            pipeline.run_to_end(300)
+            run = check_against_clean_run(kafka, expected_bins, expected_bars, pipeline.failures)
+            if not (run.bins.exact and run.bars.exact) or pipeline.failures:
+                run.failures.append(f"logs kept in {keep_logs(work, 'fencing')}")
+        finally:
+            stop_all(pipeline.replay, pipeline.aggregator)
+        replay_restarts, aggregator_restarts = restarts(pipeline.replay), restarts(pipeline.aggregator)
+    score("fenced clients", "transactional producer of the replay and of the aggregator fenced by a second "
+          "producer with the same transactional.id, then the aggregator's static member by a second consumer "
+          "with the same group.instance.id, while the replay publishes", 8 * 4_000, run,
+          max(s for _w, s in injected), fenced={w: round(s, 1) for w, s in injected},
+          in_process_restarts={"replay": replay_restarts, "aggregate": aggregator_restarts})
+    # Ridden through: no stage exited or stalled, each restarted itself.
+    assert pipeline.failures == [], pipeline.failures
+    assert pipeline.replay.starts == 1 and pipeline.aggregator.starts == 1
+    assert replay_restarts >= 1 and aggregator_restarts >= 2, (replay_restarts, aggregator_restarts)
+    assert_exact(run)
