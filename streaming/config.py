@@ -114,6 +114,9 @@ class ReplaySettings(BaseSettings):
     progress_interval_s: float = Field(2.0, gt=0)
     # In-process resumes from the last checkpoint after a failed transaction (exactly-once, files only).
     max_restarts: int = Field(5, ge=0)
+    # Paced replays: write a watermark record to every ticks.raw partition this often (0 = never),
+    # so the aggregator closes a quiet partition's windows on the replay's clock (docs/aggregator.md).
+    watermark_interval_ms: int = Field(0, ge=0)
 
 
 class AggSettings(BaseSettings):

@@ -72,6 +72,25 @@ class DlqRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     symbol: str | None = None
 
 
+class Watermark(msgspec.Struct, frozen=True, kw_only=True):
+    """A producer's promise on one ticks.raw partition: no bin with start_ts_ms < watermark_ms follows.
+
+    The replay writes one to every partition in the same transaction as the bins it closed
+    (REPLAY_WATERMARK_INTERVAL_MS), so a quiet partition's windows close on the replay's clock
+    instead of waiting for the next bin or the idle timeout. Key `__watermark__`; readers of
+    bins skip it (`decode_watermark`).
+    """
+
+    type: Literal["watermark"] = "watermark"
+    watermark_ms: int
+    job_id: str
+    source: str = "replay"
+
+
+WATERMARK_KEY = b"__watermark__"
+_WATERMARK_PREFIX = b'{"type":"watermark"'
+
+
 def make_bin_id(symbol: str, start_ts_ms: int) -> str:
     """`<SYMBOL>-<start_ms 13 digits>`, the bin's idempotency key."""
     return f"{symbol}-{start_ts_ms:013d}"
@@ -98,3 +117,14 @@ encode = _encoder.encode
 bin_decoder = msgspec.json.Decoder(Bin)
 bar_decoder = msgspec.json.Decoder(Bar)
 dlq_decoder = msgspec.json.Decoder(DlqRecord)
+watermark_decoder = msgspec.json.Decoder(Watermark)
+
+
+def decode_watermark(raw: bytes | None) -> Watermark | None:
+    """The watermark record in `raw`, or None for anything else (a bin, poison)."""
+    if raw is None or not raw.startswith(_WATERMARK_PREFIX):
+        return None
+    try:
+        return watermark_decoder.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+        return None

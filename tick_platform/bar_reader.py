@@ -165,14 +165,19 @@ def _scan(consumer: Consumer, topic: str, partition: int, start: int, end: int) 
 
 
 def newest_event_ms(kafka: KafkaSettings, topic: str, tail: int = 16) -> int | None:
-    """The largest start_ts_ms among the last `tail` records of each partition (bins or bars)."""
+    """The largest event time among the last `tail` records of each partition.
+
+    start_ts_ms of bins or bars, or watermark_ms of the replay's watermark records (in a live
+    replay they can be all a quiet partition's tail holds).
+    """
     newest: int | None = None
     with open_consumer(kafka) as consumer:
         for p in partitions_of(consumer, topic):
             low, high = watermarks(consumer, topic, p)
             for _, value in _records(consumer, topic, p, max(low, high - tail), high):
                 try:
-                    ts = int(orjson.loads(value or b"{}")["start_ts_ms"])
+                    record = orjson.loads(value or b"{}")
+                    ts = int(record["start_ts_ms"] if "start_ts_ms" in record else record["watermark_ms"])
                 except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                     continue
                 newest = ts if newest is None else max(newest, ts)

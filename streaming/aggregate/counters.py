@@ -24,6 +24,8 @@ class Counters:
     assignments: int = 0
     stale_batches: int = 0  # batches dropped because a rebalance/rewind ran while they were fetched
     restarts: int = 0  # in-process restarts of the Kafka clients after a fatal error
+    watermarks_in: int = 0  # watermark records of the replay read (REPLAY_WATERMARK_INTERVAL_MS)
+    watermark_closes: int = 0  # of those, how many closed windows
     watermark_lag_ms: int = 0  # newest event time seen minus watermark, on the last emitting partition
     close_latency_ms: int = 0  # wall clock at emission minus the bar's end (meaningful for live replays)
     started: float = field(default_factory=time.monotonic)
@@ -44,6 +46,7 @@ class Counters:
             f"wm lag {self.watermark_lag_ms} ms  close latency {self._latency()}  "
             f"assignments {self.assignments}  aborts {self.aborts}  idle flushes {self.idle_flushes}"
             + (f"  aligned closes {self.aligned_closes}" if self.aligned_closes else "")
+            + (f"  watermark closes {self.watermark_closes:,}" if self.watermarks_in else "")
             + (f"  restarts {self.restarts}" if self.restarts else "")
         )
 

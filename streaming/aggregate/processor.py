@@ -35,7 +35,7 @@ from streaming.aggregate.windows import Checkpoint, LateBin, PartitionWindows, W
 from streaming.broker.topics import committed_offsets
 from streaming.config import Settings
 from streaming.errors import StageKafkaError
-from streaming.records import Bar, DlqRecord, encode
+from streaming.records import Bar, DlqRecord, Watermark, decode_watermark, encode
 
 BATCH = 2_000
 IDLE_CHECK_S = 0.05
@@ -137,6 +137,7 @@ class Aggregator:
         self._closing = False
         self._epoch = 0  # bumped whenever partition state is reset (rebalance, rewind)
         self._dirty = False
+        self._commit_now = False  # bars closed by a producer's watermark: commit at once (live latency)
         self._delivery_error: str | None = None
         suffix = instance_suffix(settings)
         base = self.kafka.client_base()
@@ -212,7 +213,7 @@ class Aggregator:
                 if self.align:
                     self._align_watermarks(mono)
                 self._flush_idle(mono)
-            if self._dirty and mono - last_commit >= self.commit_s:
+            if self._dirty and (self._commit_now or mono - last_commit >= self.commit_s):
                 self._commit()
                 last_commit = time.monotonic()
             if msgs:
@@ -258,6 +259,10 @@ class Aggregator:
                 continue
             self._dirty = True
             if isinstance(decoded, tuple):
+                watermark = decode_watermark(m.value())
+                if watermark is not None:
+                    self._on_watermark(p, st.windows, watermark, offset, clock)
+                    continue
                 counters.poison += 1
                 position = {"topic": m.topic(), "partition": p, "offset": offset}
                 self._produce_dlq(poison_record(decoded[0], decoded[1], m.value(), "kafka", position, clock))
@@ -267,6 +272,20 @@ class Aggregator:
             windows.add(decoded, offset, clock)
             if windows.bars or windows.late:
                 self._emit(p, windows, clock)
+
+    def _on_watermark(self, partition: int, windows: PartitionWindows, watermark: Watermark, offset: int,
+                      clock: int) -> None:
+        """The producer promised no bin starting before `watermark_ms` follows here: close what that passes.
+
+        Deterministic like a bin (it is part of the partition's sequence), so a rebuild after a
+        restart reaches the same state; during the rebuild it is skipped, the checkpoint's
+        watermark already holds it.
+        """
+        self.counters.watermarks_in += 1
+        if windows.advance_watermark(watermark.watermark_ms, clock, offset + 1):
+            self.counters.watermark_closes += 1
+            self._commit_now = True
+            self._emit(partition, windows, clock)
 
     def _drop_stale_batch(self, msgs: list[Message]) -> list[Message]:
         """A rebalance or rewind ran inside consume(): drop the batch and re-read from each resume point.
@@ -446,6 +465,7 @@ class Aggregator:
             if offsets:
                 self.consumer.commit(offsets=offsets, asynchronous=False)
         self._dirty = False
+        self._commit_now = False
         self.counters.commits += 1
 
     def _abort_quietly(self) -> None:

@@ -20,6 +20,9 @@ Dlq = Annotated[str | None, typer.Option("--dlq", help="Offline: write DLQ recor
 Columns = Annotated[str | None, typer.Option("--columns", help="CSV/Parquet column mapping, e.g. price=Last,ts=Time.")]
 ChunkRows = Annotated[int | None, typer.Option("--chunk-rows", help="Rows parsed per chunk (REPLAY_CHUNK_ROWS).")]
 CommitMs = Annotated[int | None, typer.Option("--commit-interval-ms", help="Transaction length (ms).")]
+WatermarkMs = Annotated[int | None, typer.Option(
+    "--watermark-interval-ms", min=0,
+    help="Paced: watermark records to every partition this often, 0 = off (REPLAY_WATERMARK_INTERVAL_MS).")]
 Brokers = Annotated[str | None, typer.Option("--brokers", help="Bootstrap servers (KAFKA_BROKERS).")]
 ExactlyOnce = Annotated[
     bool | None, typer.Option("--exactly-once/--no-exactly-once", help="Transactions + resume checkpoints.")
@@ -42,6 +45,7 @@ def replay(
     columns: Columns = None,
     chunk_rows: ChunkRows = None,
     commit_interval_ms: CommitMs = None,
+    watermark_interval_ms: WatermarkMs = None,
     brokers: Brokers = None,
     exactly_once: ExactlyOnce = None,
     job_id: JobId = None,
@@ -55,7 +59,7 @@ def replay(
         replay={
             "symbol": symbol, "speed": speed, "live": live, "loop": loop, "spread": spread,
             "max_late_ms": max_late_ms, "exactly_once": exactly_once, "chunk_rows": chunk_rows,
-            "commit_interval_ms": commit_interval_ms,
+            "commit_interval_ms": commit_interval_ms, "watermark_interval_ms": watermark_interval_ms,
         },
     )
     stop = StopFlag().install()

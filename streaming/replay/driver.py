@@ -34,7 +34,8 @@ def drive(engine: ReplayEngine, sink: Sink, commit_interval_ms: int, progress_in
         for step in engine.steps():
             sink.write(step)
             progress.after_write(step)
-            if (time.monotonic() - last_commit) * 1000 >= commit_interval_ms:
+            # A watermark is only worth its latency once committed (read_committed readers).
+            if step.watermark_ms is not None or (time.monotonic() - last_commit) * 1000 >= commit_interval_ms:
                 sink.commit(engine.checkpoint())
                 last_commit = time.monotonic()
         sink.commit(engine.checkpoint())

@@ -39,6 +39,8 @@ class Step:
     skipped: int = 0
     event_ts_ms: int | None = None
     due_ms: float | None = None
+    # With watermark records on: no bin starting before this follows (the sink writes it to every partition).
+    watermark_ms: int | None = None
 
 
 def _is_url(source: str) -> bool:
@@ -90,6 +92,9 @@ class ReplayEngine:
             self._restore(resume)
         # Ticks are paced here only for files; an API source paces itself.
         self.paced = settings.speed > 0 and not all(_is_url(s) for s in self.sources)
+        self.watermarks = self.paced and settings.watermark_interval_ms > 0
+        self._watermark_s = settings.watermark_interval_ms / 1000
+        self._watermark_sent = NO_TIME
 
     def _restore(self, ckpt: Checkpoint) -> None:
         self.round, self.period_ms, self.shift_ms = ckpt.round, ckpt.period_ms, ckpt.shift_ms
@@ -134,11 +139,35 @@ class ReplayEngine:
             # Next round: the same ticks again, shifted past the last one; close this round first.
             if self.period_ms == 0 and self._orig_first is not None:
                 self.period_ms = loop_period_ms(self._orig_first, self._orig_max)
-            yield self._counted(Step(self.binner.flush()))
+            yield self._counted(self._final(self.binner.flush(), last=False))
             self.round += 1
             self.resume_at = [1] * len(self.sources)
-        yield self._counted(Step(self.binner.flush()))
+        yield self._counted(self._final(self.binner.flush(), last=True))
         self.finished = True
+
+    def _final(self, bins: pl.DataFrame, last: bool) -> Step:
+        """The step of a flush: every bin is out, so the watermark moves past the last one.
+
+        At the end of the input it moves on to the next whole second, so the last 1 s window
+        closes too (nothing of this job follows; a later live replay starts after now). Between
+        two rounds of a loop it stops at the last bin's end: the next round follows.
+        """
+        end = int(bins["end_ts_ms"].max()) if bins.height else self.binner.watermark  # type: ignore[arg-type]
+        if not self.watermarks or end <= self._watermark_sent:
+            return Step(bins)
+        promise = -(-end // 1000) * 1000 if last else end
+        self._watermark_sent = promise
+        return Step(bins, watermark_ms=promise)
+
+    def _watermark_due(self) -> int | None:
+        """The promise of the binner's watermark (bins ending after it are still open), when due to be sent."""
+        if not self.watermarks:
+            return None
+        promise = self.binner.watermark - self.settings.bin_ms + 1
+        if promise <= self._watermark_sent:
+            return None
+        self._watermark_sent = promise
+        return promise
 
     def _stopped(self) -> bool:
         return bool(self.stop) if self.stop is not None else False
@@ -264,9 +293,12 @@ class ReplayEngine:
             # Nothing due yet: the schedule's clock (never past the next tick) may close bins.
             reached = min(self._schedule.event_now(now), float(order[done]))
             closed = self.binner.advance(int(reached) - self.settings.max_late_ms)
-            if closed.height:
-                yield self._counted(Step(closed))
+            watermark = self._watermark_due()
+            if closed.height or watermark is not None:
+                yield self._counted(Step(closed, watermark_ms=watermark))
             nap = min(MAX_NAP_S, max(0.0, (due[done] - self.clock() * 1000) / 1000))
+            if self.watermarks:
+                nap = min(nap, self._watermark_s)
             if self.stop is not None:
                 if self.stop.wait(nap):
                     return

@@ -17,7 +17,7 @@ from rich.console import Console
 from streaming.cli_support import StopFlag
 from streaming.config import KafkaSettings, Settings
 from streaming.errors import BrokerError, StageKafkaError
-from streaming.records import encode
+from streaming.records import WATERMARK_KEY, Watermark, encode
 from streaming.replay.checkpoint import CHECKPOINT_TOPIC, Checkpoint, derive_job_id
 from streaming.replay.driver import drive
 from streaming.replay.encoding import bin_json_lines
@@ -32,13 +32,16 @@ DLQ_KEY = b"replay"
 class KafkaSink:
     """Produces steps; in transactional mode commits them with the checkpoint."""
 
-    def __init__(self, kafka: KafkaSettings, producer: Producer, transactional: bool, checkpoint_topic: str) -> None:
+    def __init__(self, kafka: KafkaSettings, producer: Producer, transactional: bool, checkpoint_topic: str,
+                 job_id: str = "") -> None:
         self.kafka = kafka
         self.producer = producer
         self.transactional = transactional
         self.checkpoint_topic = checkpoint_topic
+        self.job_id = job_id
         self._in_txn = False
         self._errors: list[str] = []
+        self._partitions: list[int] | None = None
 
     def _on_delivery(self, err: KafkaError | None, _msg: object) -> None:
         if err is not None:
@@ -61,8 +64,8 @@ class KafkaSink:
             self._in_txn = True
 
     def write(self, step: Step) -> None:
-        """Produce the step's bins (key = symbol) and DLQ records (key = stage)."""
-        if step.bins.height == 0 and not step.dlq:
+        """Produce the step's bins (key = symbol), DLQ records (key = stage) and watermark records."""
+        if step.bins.height == 0 and not step.dlq and step.watermark_ms is None:
             return
         try:
             self._write(step)
@@ -84,8 +87,23 @@ class KafkaSink:
                 self._produce(topic, value, symbol)
         for record in step.dlq:
             self._produce(self.kafka.topic_dlq, encode(record), DLQ_KEY)
+        if step.watermark_ms is not None:
+            self._write_watermark(step.watermark_ms)
         self.producer.poll(0)
         self._raise_delivery_errors()
+
+    def _write_watermark(self, watermark_ms: int) -> None:
+        """One watermark record per partition, after the bins it vouches for (same transaction)."""
+        topic = self.kafka.topic_raw
+        if self._partitions is None:
+            meta = self.producer.list_topics(topic, timeout=10).topics.get(topic)
+            if meta is None or meta.error is not None or not meta.partitions:
+                raise StageKafkaError(f"cannot write watermarks: topic {topic} has no partitions")
+            self._partitions = sorted(meta.partitions)
+        value = encode(Watermark(watermark_ms=watermark_ms, job_id=self.job_id))
+        callback = None if self.transactional else self._on_delivery
+        for partition in self._partitions:
+            self.producer.produce(topic, value, WATERMARK_KEY, partition=partition, on_delivery=callback)
 
     def commit(self, checkpoint: Checkpoint) -> None:
         """Transactional: the checkpoint joins the open transaction, which is committed. Else: flush."""
@@ -181,5 +199,5 @@ def _run_once(settings: Settings, sources: list[str], stop: StopFlag | None, job
     else:
         producer = Producer(producer_config(kafka, replay, None))
     engine = ReplayEngine(sources, replay, job, columns=columns, stop=stop, resume=resume)
-    sink = KafkaSink(kafka, producer, replay.exactly_once, checkpoint_topic)
+    sink = KafkaSink(kafka, producer, replay.exactly_once, checkpoint_topic, job)
     return drive(engine, sink, replay.commit_interval_ms, replay.progress_interval_s, console)

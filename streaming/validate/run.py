@@ -186,6 +186,7 @@ def validate_kafka(
     timeout_s: float = 120.0,
 ) -> ValidationReport:
     """Validate what is in the bins and bars topics now (read_committed, up to the end offsets)."""
+    from streaming.records import decode_watermark
     from streaming.validate.kafka_reader import read_topic
     from streaming.validate.records_io import bars_from_values, bins_from_values
 
@@ -198,8 +199,10 @@ def validate_kafka(
         notes.append(f"{kafka.topic_dlq} holds {dlq.messages} record(s); rejected input is not in bins/bars")
     inputs = {"bins": f"kafka {kafka.brokers} {kafka.topic_raw}", "bars": f"kafka {kafka.brokers} {kafka.topic_agg}",
               "ticks": ", ".join(str(p) for p in tick_paths or []) or "-", "dlq_records": str(dlq.messages)}
+    # The replay's watermark records share ticks.raw with the bins; they are not bins.
+    kept = [(v, ts) for v, ts in zip(raw.values, raw.timestamps, strict=True) if decode_watermark(v) is None]
     report = validate_frames(
-        bins_from_values(raw.values, raw.timestamps), bars_from_values(agg.values, agg.timestamps),
+        bins_from_values([v for v, _ in kept], [ts for _, ts in kept]), bars_from_values(agg.values, agg.timestamps),
         ticks, files, spread=spread, bin_ms=bin_ms, window_ms=window_ms, inputs=inputs, notes=notes,
     )
     report.totals["dlq"] = dlq.messages

@@ -1,0 +1,115 @@
+"""Producer watermarks (REPLAY_WATERMARK_INTERVAL_MS): the replay's promise and the aggregator closing on it.
+
+The replay writes `Watermark(watermark_ms=W)` to every ticks.raw partition: no bin starting
+before W follows. The engine test checks that promise against everything the replay emits after
+it; the Kafka test runs a live replay of sparse ticks with an idle timeout far beyond the run, so
+only the watermark records can close the windows in time, and checks the bars against the
+offline run of the same file.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from streaming.config import KafkaSettings, load_settings
+from streaming.records import decode_watermark
+from streaming.replay.engine import ReplayEngine
+from streaming.validate.run import validate_kafka
+from tick_platform_tests.reliability_support import (
+    Stage,
+    decode_rows,
+    offline_run,
+    read_committed,
+    stage_env,
+    wait_until,
+    work_dir,
+)
+from tick_platform_tests.test_replay_support import write_lines
+
+
+def sparse_ticks(path: Path, seconds: int, seed: int) -> Path:
+    """A Kibot file with 0-3 ticks in each second: many seconds have nothing after them for a while."""
+    rng = random.Random(seed)
+    rows = []
+    price = 50.0
+    for second in range(seconds):
+        for _ in range(rng.choice([0, 0, 1, 2, 3])):
+            price = round(price + rng.uniform(-0.05, 0.05), 2)
+            rows.append(f"02/17/2010,09:30:{second:02d},{price:.2f},{price - 0.01:.2f},{price + 0.01:.2f},"
+                        f"{rng.randint(1, 500)}")
+    return write_lines(path, rows)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_no_bin_follows_a_watermark_that_it_would_break(tmp_path: Path, seed: int) -> None:
+    """Every bin the replay emits after watermark W starts at or after W; the last one covers every bin."""
+    path = sparse_ticks(tmp_path / f"AAA_{seed}.txt", 20, seed)
+    settings = load_settings(replay={"speed": 40.0, "max_late_ms": 100, "watermark_interval_ms": 10})
+    engine = ReplayEngine([str(path)], settings.replay, "wm-test")
+    promised: int | None = None
+    promises = bins = 0
+    last_end = 0
+    for step in engine.steps():
+        for start in step.bins["start_ts_ms"].to_list():
+            assert promised is None or start >= promised, f"bin at {start} after watermark {promised}"
+            bins += 1
+        if step.bins.height:
+            last_end = max(last_end, int(step.bins["end_ts_ms"].max()))  # type: ignore[arg-type]
+        if step.watermark_ms is not None:
+            assert promised is None or step.watermark_ms > promised  # only ever forward
+            promised = step.watermark_ms
+            promises += 1
+    assert bins > 0 and promises > bins  # watermarks also flow where no bin closes
+    assert promised == -(-last_end // 1000) * 1000  # the end: on to the next whole second
+
+
+@pytest.mark.kafka
+def test_a_live_replay_with_watermarks_closes_quiet_windows_without_the_idle_timeout(kafka: KafkaSettings) -> None:
+    """Live speed-1 replay of sparse ticks, AGG_IDLE_TIMEOUT_MS=600000: every bar arrives through the watermarks."""
+    with work_dir("watermarks") as work:
+        path = sparse_ticks(work / "WMK_sparse.txt", 8, seed=7)
+        _bins, expected = offline_run([path], work)
+        env = stage_env(kafka, AGG_GROUP_ID=f"agg-{kafka.topic_raw}", AGG_IDLE_TIMEOUT_MS="600000",
+                        AGG_PROGRESS_INTERVAL_S="0.5")
+        aggregator = Stage("aggregate", ["aggregate"], env, work / "aggregate.log").start()
+        replay = Stage("replay", ["replay", str(path), "--speed", "1", "--live", "--watermark-interval-ms", "10",
+                                  "--quiet"], env, work / "replay.log")
+        try:
+            time.sleep(3)  # the aggregator has joined: its first watermark check is not a backlog
+            replay.start()
+            wait_until(lambda: replay.poll() is not None, 120, "the live replay to finish")
+            assert replay.poll() == 0, replay.tail()
+            got: list[dict] = []
+
+            def all_bars() -> bool:
+                got[:] = decode_rows(read_committed(kafka, kafka.topic_agg, timeout_s=30))
+                return len(got) >= len(expected)
+
+            # Far inside the idle timeout: only the watermark records can have closed the last windows.
+            wait_until(all_bars, 60, f"{len(expected)} bars")
+            assert aggregator.kill(signal.SIGTERM) == 0, aggregator.tail()
+        finally:
+            replay.kill()
+            aggregator.kill()
+        log = aggregator.log.read_text()
+    # Live mode moved event times by whole seconds: compare each bar with its offline twin.
+    offline = sorted(expected.values(), key=lambda b: b["start_ts_ms"])
+    live = sorted(got, key=lambda b: b["start_ts_ms"])
+    shift = live[0]["start_ts_ms"] - offline[0]["start_ts_ms"]
+    assert shift % 1000 == 0 and shift > 0
+    fields = ("open", "high", "low", "close", "volume", "trade_count", "bin_count")
+    assert [(b["start_ts_ms"] - shift, *(b[f] for f in fields)) for b in live] == \
+           [(b["start_ts_ms"], *(b[f] for f in fields)) for b in offline]
+    assert "watermark closes" in log and "idle flushes 0" in log.splitlines()[-1], log[-600:]
+    # The watermark records are in ticks.raw beside the bins, and no reader takes them for bins.
+    raw = read_committed(kafka, kafka.topic_raw, timeout_s=30)
+    marks = [v for _p, _o, v in raw if decode_watermark(v) is not None]
+    assert len(marks) > 0 and len(marks) % kafka.partitions == 0
+    report = validate_kafka(kafka, timeout_s=30)
+    assert report.ok, report.problems
+    assert report.totals["bins"] == len(raw) - len(marks)
