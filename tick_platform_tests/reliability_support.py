@@ -516,15 +516,18 @@ class Run:
 
 
 def start_pipeline(kafka: KafkaSettings, files: list[Path], work: Path, speed: float,
-                   idle_timeout_ms: int | None = None) -> Supervised:
+                   idle_timeout_ms: int | None = None, watermarks_ms: int | None = None) -> Supervised:
     """Replay `files` at `speed` and run one aggregator (stable instance id, so a restart fences its predecessor).
 
-    `idle_timeout_ms` sets AGG_IDLE_TIMEOUT_MS (default: the aggregator's own, 2 s).
+    `idle_timeout_ms` sets AGG_IDLE_TIMEOUT_MS (default: the aggregator's own, 2 s);
+    `watermarks_ms` sets REPLAY_WATERMARK_INTERVAL_MS (default off).
     """
     job = f"rel-{uuid.uuid4().hex[:8]}"
     env = stage_env(kafka, AGG_GROUP_ID=f"agg-{job}", AGG_INSTANCE_ID=f"{job}-a")
     if idle_timeout_ms is not None:
         env["AGG_IDLE_TIMEOUT_MS"] = str(idle_timeout_ms)
+    if watermarks_ms is not None:
+        env["REPLAY_WATERMARK_INTERVAL_MS"] = str(watermarks_ms)
     replay = Stage("replay", ["replay", *map(str, files), "--speed", str(speed), "--job-id", job, "--quiet"],
                    env, work / "replay.log")
     aggregator = Stage("aggregate", ["aggregate"], env, work / "aggregate.log")

@@ -74,21 +74,23 @@ def _kill_and_restart(stage: Stage, pipeline: Supervised, rng: random.Random) ->
 
 
 def chaos_run(kafka: KafkaSettings, name: str, *, symbols: int, ticks: int, speed: float,
-              replay_kills: int, aggregator_kills: int, seed: int) -> tuple[Run, list[float], int]:
+              replay_kills: int, aggregator_kills: int, seed: int,
+              watermarks_ms: int | None = None) -> tuple[Run, list[float], int]:
     """Run the pipeline and kill the stages at random moments; returns the comparison, recovery times and kills."""
     with work_dir(name) as work:
         return _chaos(kafka, work, symbols=symbols, ticks=ticks, speed=speed, replay_kills=replay_kills,
-                      aggregator_kills=aggregator_kills, seed=seed)
+                      aggregator_kills=aggregator_kills, seed=seed, watermarks_ms=watermarks_ms)
 
 
 def _chaos(kafka: KafkaSettings, work: Path, *, symbols: int, ticks: int, speed: float,
-           replay_kills: int, aggregator_kills: int, seed: int) -> tuple[Run, list[float], int]:
+           replay_kills: int, aggregator_kills: int, seed: int,
+           watermarks_ms: int | None) -> tuple[Run, list[float], int]:
     files = synth_files(work / "synth", symbols, ticks, seed=seed)
     expected_bins, expected_bars = offline_run(files, work)
     rng = random.Random(seed)
     # The idle timeout must outlast a replay restart (2-5 s measured here): with the default 2 s, a quiet
     # partition is flushed while the replay restarts and the rest of its open window arrives late (DLQ).
-    pipeline = start_pipeline(kafka, files, work, speed, idle_timeout_ms=IDLE_TIMEOUT_MS)
+    pipeline = start_pipeline(kafka, files, work, speed, idle_timeout_ms=IDLE_TIMEOUT_MS, watermarks_ms=watermarks_ms)
     victims = ["replay"] * replay_kills + ["aggregate"] * aggregator_kills
     rng.shuffle(victims)
     recoveries: list[float] = []
@@ -116,11 +118,16 @@ def _chaos(kafka: KafkaSettings, work: Path, *, symbols: int, ticks: int, speed:
 
 @pytest.mark.kafka
 def test_replay_and_aggregator_killed_twice_each_equal_the_clean_run(kafka: KafkaSettings) -> None:
-    """The short chaos run of the default suite: 2 + 2 kills at random moments."""
+    """The short chaos run of the default suite: 2 + 2 kills at random moments, with producer watermarks.
+
+    The replay writes watermark records (REPLAY_WATERMARK_INTERVAL_MS=10), so the kills also land
+    between a promise and the bins after it, and the aggregator's rebuild crosses them.
+    """
     run, recoveries, kills = chaos_run(kafka, "chaos-short", symbols=4, ticks=3_000, speed=900,
-                                       replay_kills=2, aggregator_kills=2, seed=91)
+                                       replay_kills=2, aggregator_kills=2, seed=91, watermarks_ms=10)
     score("kill -9 replay + aggregator (short)", f"{kills} SIGKILLs at random moments (2 replay, 2 aggregate), "
-          f"each restarted; AGG_IDLE_TIMEOUT_MS={IDLE_TIMEOUT_MS}", 4 * 3_000, run, max(recoveries, default=0.0),
+          f"each restarted; AGG_IDLE_TIMEOUT_MS={IDLE_TIMEOUT_MS}; REPLAY_WATERMARK_INTERVAL_MS=10", 4 * 3_000, run,
+          max(recoveries, default=0.0),
           kills=kills,
           recovery_each_s=[round(r, 1) for r in recoveries])
     assert kills >= 3, "the replay finished before the kills could land: slow it down"

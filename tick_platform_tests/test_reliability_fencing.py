@@ -77,7 +77,7 @@ def test_fenced_producers_and_static_member_restart_in_process_and_equal_the_cle
     with work_dir("fencing") as work:
         files = synth_files(work / "synth", 8, 4_000, seed=31)
         expected_bins, expected_bars = offline_run(files, work)
-        pipeline = start_pipeline(kafka, files, work, speed=350, idle_timeout_ms=10_000)
+        pipeline = start_pipeline(kafka, files, work, speed=350, idle_timeout_ms=10_000, watermarks_ms=10)
         job = pipeline.group.removeprefix("agg-")
         instance = pipeline.aggregator.env["AGG_INSTANCE_ID"]
         injected: list[tuple[str, float]] = []
@@ -113,7 +113,7 @@ def test_fenced_producers_and_static_member_restart_in_process_and_equal_the_cle
         replay_restarts, aggregator_restarts = restarts(pipeline.replay), restarts(pipeline.aggregator)
     score("fenced clients", "transactional producer of the replay and of the aggregator fenced by a second "
           "producer with the same transactional.id, then the aggregator's static member by a second consumer "
-          "with the same group.instance.id, while the replay publishes", 8 * 4_000, run,
+          "with the same group.instance.id, while the replay publishes (with watermark records)", 8 * 4_000, run,
           max(s for _w, s in injected), fenced={w: round(s, 1) for w, s in injected},
           in_process_restarts={"replay": replay_restarts, "aggregate": aggregator_restarts})
     # Ridden through: no stage exited or stalled, each restarted itself.

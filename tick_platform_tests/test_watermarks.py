@@ -9,15 +9,18 @@ offline run of the same file.
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import time
 from pathlib import Path
 
+import orjson
 import pytest
+from jsonschema import Draft202012Validator
 
-from streaming.config import KafkaSettings, load_settings
-from streaming.records import decode_watermark
+from streaming.config import PROJECT_ROOT, KafkaSettings, load_settings
+from streaming.records import Watermark, decode_watermark, encode
 from streaming.replay.engine import ReplayEngine
 from streaming.validate.run import validate_kafka
 from tick_platform_tests.reliability_support import (
@@ -43,6 +46,20 @@ def sparse_ticks(path: Path, seconds: int, seed: int) -> Path:
             rows.append(f"02/17/2010,09:30:{second:02d},{price:.2f},{price - 0.01:.2f},{price + 0.01:.2f},"
                         f"{rng.randint(1, 500)}")
     return write_lines(path, rows)
+
+
+SCHEMA = Draft202012Validator(
+    json.loads((PROJECT_ROOT / "docs/contracts/ticks_raw_watermark_schema.json").read_text()))
+
+
+def test_the_watermark_record_matches_its_contract_and_is_never_a_bin() -> None:
+    raw = encode(Watermark(watermark_ms=1_266_417_000_000, job_id="job-1"))
+    assert list(SCHEMA.iter_errors(orjson.loads(raw))) == []
+    assert decode_watermark(raw) == Watermark(watermark_ms=1_266_417_000_000, job_id="job-1")
+    from streaming.aggregate.dead_letters import decode_bin
+
+    assert isinstance(decode_bin(raw), tuple)  # to a reader of bins it is not one
+    assert decode_watermark(b'{"bin_id":"A-1"}') is None and decode_watermark(b'{"type":"watermark"}') is None
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

@@ -34,6 +34,7 @@ MAX_LATE_MS = 100  # REPLAY_MAX_LATE_MS: the replay closes a bin only when its c
 PRODUCER_SLA_MS = 20
 PROCESSOR_SLA_MS = 750
 GOAL_BEYOND_GRACE_MS = 50
+WATERMARK_INTERVAL_MS = 10  # REPLAY_WATERMARK_INTERVAL_MS of the producer-watermark runs
 
 
 def slice_sample(out: Path, data_seconds: float, source: Path = SAMPLE) -> tuple[Path, int]:
@@ -86,6 +87,8 @@ class Receiver:
                     if m.error() is not None:
                         continue
                     rec = orjson.loads(m.value())
+                    if "watermark_ms" in rec:
+                        continue  # the replay's watermark records, not bins
                     if m.topic() == self.agg:
                         self.bars.append((now, int(rec["end_ts_ms"]), int(rec["ingest_ts_ms"])))
                     else:
@@ -123,15 +126,20 @@ def dense_slices(bench: Bench, data_s: float, symbols: int = 100) -> tuple[list[
     return paths, ticks
 
 
-def measure(bench: Bench, speed: float, wall_s: float, dense: bool = False, align: bool = False) -> dict[str, Any]:
-    """One live replay at `speed` of `wall_s` seconds with an aggregator and the receiver."""
+def measure(bench: Bench, speed: float, wall_s: float, dense: bool = False, align: bool = False,
+            watermarks: bool = False) -> dict[str, Any]:
+    """One live replay at `speed` of `wall_s` seconds with an aggregator and the receiver.
+
+    `align`: AGG_ALIGN_WATERMARKS; `watermarks`: the replay writes watermark records every 10 ms.
+    """
     data_s = wall_s * speed
     if dense:
         files, ticks = dense_slices(bench, data_s)
     else:
         path, ticks = slice_sample(bench.run_dir / f"WDC_tickbidask_slice_{int(data_s)}s.txt", data_s)
         files = [path]
-    topics = make_topics(bench, f"latency{int(speed)}{'d' if dense else ''}{'a' if align else ''}")
+    topics = make_topics(bench, f"latency{int(speed)}{'d' if dense else ''}{'a' if align else ''}"
+                                f"{'w' if watermarks else ''}")
     # Without --until-idle: between paced bins the group is "done", and it must keep running.
     agg = Background(ours_cmd(bench.brokers, f"bench-latency-{uuid.uuid4().hex[:6]}", None)[:-1],
                      bench.env(**topics.env(), AGG_ALIGN_WATERMARKS=str(align).lower()),
@@ -142,7 +150,8 @@ def measure(bench: Bench, speed: float, wall_s: float, dense: bool = False, alig
     receiver.start()
     try:
         time.sleep(3.0)  # the aggregator joins its group before the first bin is due
-        run = run_replay(bench, files, topics, "latency", ["--live"], timeout_s=wall_s * 3 + 60, speed=speed)
+        extra = ["--live", *(["--watermark-interval-ms", str(WATERMARK_INTERVAL_MS)] if watermarks else [])]
+        run = run_replay(bench, files, topics, "latency", extra, timeout_s=wall_s * 3 + 60, speed=speed)
         agg.sample()
         time.sleep(4.0)  # the idle timeout (2 s) flushes the last window
     finally:
@@ -179,7 +188,7 @@ def measure(bench: Bench, speed: float, wall_s: float, dense: bool = False, alig
 
     return {
         "speed": speed, "data_seconds": data_s, "data": "synthetic, 100 symbols" if dense else "real sample, WDC",
-        "align_watermarks": align,
+        "align_watermarks": align, "producer_watermarks": watermarks,
         "ticks": ticks, "bins": run.bins, "bars": len(bars), "live_shift_delta_ms": delta,
         "event": series(0.0), "schedule": series(delta), "aggregator_peak_rss_mb": agg.peak_rss_mb,
     }
@@ -195,20 +204,24 @@ def run_latency_section(bench: Bench) -> None:
     """Section 5: the real sample at speed 1 and 10, and a dense synthetic slice (100 symbols) at speed 1."""
     results = {}
     s = bench.sizes
-    runs = ((1.0, s.latency_s, False, False), (10.0, s.latency_fast_s, False, False),
-            (1.0, s.latency_fast_s, True, False), (1.0, s.latency_s, False, True), (1.0, s.latency_fast_s, True, True))
-    for speed, wall, dense, align in runs:
+    runs = ((1.0, s.latency_s, False, False, False), (10.0, s.latency_fast_s, False, False, False),
+            (1.0, s.latency_fast_s, True, False, False), (1.0, s.latency_s, False, True, False),
+            (1.0, s.latency_fast_s, True, True, False), (1.0, s.latency_s, False, False, True),
+            (10.0, s.latency_fast_s, False, False, True), (1.0, s.latency_fast_s, True, False, True))
+    for speed, wall, dense, align, watermarks in runs:
         what = "100 synthetic symbols" if dense else "the real sample"
-        how = ", AGG_ALIGN_WATERMARKS=true" if align else ""
+        how = (", AGG_ALIGN_WATERMARKS=true" if align else "") + (
+            f", REPLAY_WATERMARK_INTERVAL_MS={WATERMARK_INTERVAL_MS}" if watermarks else "")
         bench.log(f"[latency] live replay of {what} at speed {speed:g} for {wall:.0f}s{how}")
-        res = measure(bench, speed, wall, dense, align)
-        results[f"speed_{speed:g}{'_dense' if dense else ''}{'_aligned' if align else ''}"] = res
+        res = measure(bench, speed, wall, dense, align, watermarks)
+        results[f"speed_{speed:g}{'_dense' if dense else ''}{'_aligned' if align else ''}"
+                f"{'_watermarks' if watermarks else ''}"] = res
         ev, sc = res["event"], res["schedule"]
         bench.log(f"[latency] speed {speed:g}{' dense' if dense else ''}{how}: delta "
                   f"{res['live_shift_delta_ms']:.0f} ms; bars {_fmt(ev['bar_latency_beyond_grace_ms'])}; "
                   f"producer {_fmt(ev['producer_publish_delay_ms'])}")
         label = (f"speed {speed:g}, {'100 synthetic symbols' if dense else 'real sample (1 symbol)'}"
-                 f"{', aligned watermarks' if align else ''}")
+                 f"{', aligned watermarks' if align else ''}{', producer watermarks' if watermarks else ''}")
         _figures(bench, label, ev, sc, res["live_shift_delta_ms"], goal=speed == 1.0 and not dense)
     bench.sections["latency"] = results
 

@@ -13,6 +13,8 @@ from streaming.cli_support import console, one_line_errors, settings_or_exit
 EnvFile = Annotated[str | None, typer.Option("--env-file", help="Settings file (default .env, or ENV_FILE).")]
 Data = Annotated[list[str] | None, typer.Option("--data", help="Tick file(s); default: a synthetic session.")]
 Symbol = Annotated[str | None, typer.Option("--symbol", help="Symbol when the file name does not say it.")]
+# The pipeline's one replay job promises its event-time progress this often (paced replays).
+PIPELINE_WATERMARK_INTERVAL_MS = 10
 
 
 def pipeline(
@@ -62,7 +64,10 @@ def pipeline(
             specs.append(dagster_service(home, dagster_port, parts))
         if dashboard:
             specs.append(dashboard_service(settings))
-        specs.append(replay_service(settings, files, via_api=via_api, realtime=realtime, symbol=symbol))
+        # The one replay job may also promise its event-time progress (docs/aggregator.md).
+        marks = None if is_configured("REPLAY_WATERMARK_INTERVAL_MS", env_file) else PIPELINE_WATERMARK_INTERVAL_MS
+        specs.append(replay_service(settings, files, via_api=via_api, realtime=realtime, symbol=symbol,
+                                    watermarks_ms=marks))
         status = run_services(specs)
     raise typer.Exit(status)
 

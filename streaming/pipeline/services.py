@@ -46,8 +46,11 @@ def aggregator_service(instance: int = 0, env: dict[str, str] | None = None) -> 
 
 
 def replay_service(settings: Settings, data: list[str], *, via_api: bool, realtime: bool,
-                   symbol: str | None) -> ServiceSpec:
-    """The replay producer, from the files directly (resumable) or from the mock API."""
+                   symbol: str | None, watermarks_ms: int | None = None) -> ServiceSpec:
+    """The replay producer, from the files directly (resumable) or from the mock API.
+
+    `watermarks_ms`: watermark records to ticks.raw at this interval (paced file replays only).
+    """
     args: list[str] = []
     if via_api:
         query = f"speed={1 if realtime else 0}&live={'true' if realtime else 'false'}"
@@ -57,6 +60,8 @@ def replay_service(settings: Settings, data: list[str], *, via_api: bool, realti
         args += ["--speed", "1" if realtime else str(settings.replay.speed)]
         if realtime:
             args.append("--live")
+        if watermarks_ms is not None:
+            args += ["--watermark-interval-ms", str(watermarks_ms)]
     if symbol:
         args += ["--symbol", symbol]
     return ServiceSpec("replay", _cli("replay", *args), ready_after_s=0.5, oneshot=True)

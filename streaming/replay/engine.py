@@ -21,9 +21,10 @@ from streaming.errors import SourceError
 from streaming.records import DlqRecord, clip_payload
 from streaming.replay.binning import NO_TIME, Binner
 from streaming.replay.checkpoint import Checkpoint
-from streaming.replay.pacing import Schedule, live_shift_ms, loop_period_ms
+from streaming.replay.pacing import Schedule, live_shift_ms, live_wall0_ms, loop_period_ms
 from streaming.sources.files import DEFAULT_CHUNK_ROWS, source_format, tick_stream
 from streaming.sources.frames import SKIP_REASONS, TickChunk
+from streaming.sources.read_ahead import read_ahead
 
 # A paced replay wakes at least this often to close bins on the schedule's clock and to see a stop.
 MAX_NAP_S = 0.05
@@ -110,13 +111,15 @@ class ReplayEngine:
         """Steps until the input ends (then every open bin is flushed) or the stop flag is set."""
         while True:
             saw_ticks = False
-            for chunk in tick_stream(
+            chunks = tick_stream(
                 self.sources,
                 self.settings.symbol,
                 self.settings.chunk_rows or DEFAULT_CHUNK_ROWS,
                 spread=self.settings.spread,
                 columns=self.columns,
-            ):
+            )
+            # Paced: parse ahead in a thread, so the schedule's clock keeps closing bins meanwhile.
+            for chunk in read_ahead(chunks) if self.paced else chunks:
                 if self._stopped():
                     return
                 dlq, skipped = self._rejects(chunk)
@@ -280,7 +283,10 @@ class ReplayEngine:
         """Release ticks when the schedule says so; meanwhile close bins on the schedule's clock."""
         order = ticks["order_ts"].to_numpy()
         if self._schedule is None:
-            self._schedule = Schedule(self.settings.speed, self.clock() * 1000, int(order[0]))
+            wall0 = self.clock() * 1000
+            if self.settings.live:
+                wall0 = live_wall0_ms(wall0, int(order[0]))
+            self._schedule = Schedule(self.settings.speed, wall0, int(order[0]))
         due = self._schedule.due_ms(order)
         done, total = 0, ticks.height
         while done < total:

@@ -29,8 +29,18 @@ class Schedule:
 
 
 def live_shift_ms(first_event_ms: int, now_ms: int) -> int:
-    """Shift that moves the first tick to now, in whole seconds so 1 s windows keep their ticks."""
-    return ((now_ms - first_event_ms) // 1000) * 1000
+    """Shift that moves the first tick to now or just after (< 1 s), in whole seconds so 1 s windows keep their ticks.
+
+    Rounding up, not down, lets a paced live replay start its schedule at the first tick's own
+    (shifted) event time: event time then equals wall-clock time at speed 1, instead of trailing
+    it by the sub-second part of the start time.
+    """
+    return -((first_event_ms - now_ms) // 1000) * 1000
+
+
+def live_wall0_ms(now_ms: float, first_event_ms: int) -> float:
+    """Where a live schedule starts: at the first tick's event time when that is still ahead (a fresh start)."""
+    return max(now_ms, float(first_event_ms))
 
 
 def loop_period_ms(first_event_ms: int, max_event_ms: int) -> int:
