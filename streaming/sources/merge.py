@@ -52,7 +52,19 @@ def merge_streams(streams: list[Iterator[TickChunk]]) -> Iterator[TickChunk]:
         yield from streams[0]
         return
     buffers: list[pl.DataFrame | None] = [None] * len(streams)
+    # Each buffer's first and last order_ts, kept beside it: with many files the rounds below
+    # would otherwise ask every buffer for them again and again (polars calls cost ~µs each).
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
     open_streams = set(range(len(streams)))
+
+    def keep(i: int, buf: pl.DataFrame) -> None:
+        buffers[i] = buf
+        if buf.height:
+            order = buf["order_ts"].to_numpy()
+            first[i], last[i] = int(order[0]), int(order[-1])
+        else:
+            first.pop(i, None)
 
     def pull(i: int) -> pl.DataFrame:
         """Read stream i until it yields ticks or ends; returns the rejects met on the way."""
@@ -66,40 +78,36 @@ def merge_streams(streams: list[Iterator[TickChunk]]) -> Iterator[TickChunk]:
             rejects.append(chunk.rejects)
             if chunk.ticks.height:
                 buf = buffers[i]
-                buffers[i] = chunk.ticks if buf is None or buf.height == 0 else pl.concat([buf, chunk.ticks])
+                keep(i, chunk.ticks if buf is None or buf.height == 0 else pl.concat([buf, chunk.ticks]))
                 return pl.concat(rejects)
 
     pending_rejects = [empty_rejects()]
     for i in range(len(streams)):
         pending_rejects.append(pull(i))
     while True:
-        live = [i for i in open_streams if buffers[i] is not None and buffers[i].height]  # type: ignore[union-attr]
-        for i in list(open_streams):
-            if i not in live:
-                pending_rejects.append(pull(i))
+        for i in [i for i in open_streams if i not in first]:  # open, nothing buffered: read on
+            pending_rejects.append(pull(i))
         if not open_streams:
             rest = [b for b in buffers if b is not None and b.height]
             ticks = pl.concat(rest).sort(MERGE_KEY) if rest else None
             if ticks is not None or any(r.height for r in pending_rejects):
                 yield TickChunk(ticks if ticks is not None else _empty_like(buffers), pl.concat(pending_rejects))
             return
-        horizon = min(int(buffers[i]["order_ts"][-1]) for i in open_streams)  # type: ignore[index]
+        # No open stream can later yield a tick below the smallest last time any of them holds.
+        horizon = min(last[i] for i in open_streams)
         ready: list[pl.DataFrame] = []
-        for i, buf in enumerate(buffers):
-            if buf is None or buf.height == 0:
-                continue
-            # numpy, not Series.search_sorted: that one builds a query per call (~0.2 ms), and the
-            # tail of a many-file merge calls it streams x streams times (seconds of stall).
+        for i in sorted(i for i, ts in first.items() if ts < horizon):
+            buf = buffers[i]
+            assert buf is not None
             cut = int(np.searchsorted(buf["order_ts"].to_numpy(), horizon, side="left"))
-            if cut:
-                ready.append(buf.slice(0, cut))
-                # A copy of the rest, so the consumed part of the chunk's memory can be freed.
-                buffers[i] = buf.slice(cut).rechunk()
+            ready.append(buf.slice(0, cut))
+            # A copy of the rest, so the consumed part of the chunk's memory can be freed.
+            keep(i, buf.slice(cut).rechunk())
         if ready:
             yield TickChunk(pl.concat(ready).sort(MERGE_KEY), pl.concat(pending_rejects))
             pending_rejects = [empty_rejects()]
         else:
-            lagging = min(open_streams, key=lambda i: int(buffers[i]["order_ts"][-1]))  # type: ignore[index]
+            lagging = min(open_streams, key=lambda i: last[i])
             pending_rejects.append(pull(lagging))
 
 
