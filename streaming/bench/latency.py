@@ -27,6 +27,7 @@ from streaming.bench.aggregate_bench import ours_cmd
 from streaming.bench.harness import Background, Bench, Figure
 from streaming.bench.replay_bench import BenchError, make_topics, run_replay
 from streaming.config import PROJECT_ROOT
+from streaming.records import decode_watermark
 
 SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "WDC_tickbidask_first_20000.txt"
 GRACE_MS = 100  # AGG_GRACE_MS defaults to REPLAY_MAX_LATE_MS = 100
@@ -86,9 +87,9 @@ class Receiver:
                 for m in msgs:
                     if m.error() is not None:
                         continue
-                    rec = orjson.loads(m.value())
-                    if "watermark_ms" in rec:
+                    if decode_watermark(m.value()) is not None:
                         continue  # the replay's watermark records, not bins
+                    rec = orjson.loads(m.value())
                     if m.topic() == self.agg:
                         self.bars.append((now, int(rec["end_ts_ms"]), int(rec["ingest_ts_ms"])))
                     else:

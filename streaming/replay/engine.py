@@ -156,21 +156,18 @@ class ReplayEngine:
         two rounds of a loop it stops at the last bin's end: the next round follows.
         """
         end = int(bins["end_ts_ms"].max()) if bins.height else self.binner.watermark  # type: ignore[arg-type]
-        if not self.watermarks or end <= self._watermark_sent:
-            return Step(bins)
-        promise = -(-end // 1000) * 1000 if last else end
-        self._watermark_sent = promise
-        return Step(bins, watermark_ms=promise)
+        return Step(bins, watermark_ms=self._promise(-(-end // 1000) * 1000 if last else end))
 
     def _watermark_due(self) -> int | None:
         """The promise of the binner's watermark (bins ending after it are still open), when due to be sent."""
-        if not self.watermarks:
+        return self._promise(self.binner.watermark - self.settings.bin_ms + 1)
+
+    def _promise(self, watermark_ms: int) -> int | None:
+        """`watermark_ms` when watermark records are on and it moves past the last one sent (then it is sent)."""
+        if not self.watermarks or watermark_ms <= self._watermark_sent:
             return None
-        promise = self.binner.watermark - self.settings.bin_ms + 1
-        if promise <= self._watermark_sent:
-            return None
-        self._watermark_sent = promise
-        return promise
+        self._watermark_sent = watermark_ms
+        return watermark_ms
 
     def _stopped(self) -> bool:
         return bool(self.stop) if self.stop is not None else False
