@@ -13,6 +13,7 @@ topics must equal the clean run.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 from confluent_kafka import Consumer, Producer
@@ -44,19 +45,28 @@ def fence_producer(kafka: KafkaSettings, transactional_id: str) -> None:
     producer.flush(5)
 
 
-def fence_static_member(kafka: KafkaSettings, group: str, instance_id: str) -> None:
-    """Join the group with the running member's group.instance.id until assigned: the running one is fenced."""
-    consumer = Consumer({**kafka.client_base(), "group.id": group, "group.instance.id": instance_id,
-                         "enable.auto.commit": False, "isolation.level": "read_committed",
-                         "session.timeout.ms": 6_000})
-    consumer.subscribe([kafka.topic_raw])
-    try:
-        deadline = time.monotonic() + 60
-        while not consumer.assignment():
-            assert time.monotonic() < deadline, "the intruding static member was never assigned"
-            consumer.poll(0.2)
-    finally:
-        consumer.close()
+def fence_static_member(kafka: KafkaSettings, group: str, instance_id: str, fenced: Callable[[], bool]) -> None:
+    """Join the group with the running member's group.instance.id and stay until `fenced()` (the running one is out).
+
+    Whoever joins last with an instance id takes it over. If the running member rejoins first (a
+    rebalance in flight), the intruder is the one fenced: it then joins again, up to three times.
+    """
+    for _attempt in range(3):
+        consumer = Consumer({**kafka.client_base(), "group.id": group, "group.instance.id": instance_id,
+                             "enable.auto.commit": False, "isolation.level": "read_committed",
+                             "session.timeout.ms": 6_000})
+        consumer.subscribe([kafka.topic_raw])
+        try:
+            deadline = time.monotonic() + 30
+            while not fenced() and time.monotonic() < deadline:
+                msg = consumer.poll(0.2)
+                if msg is not None and msg.error() is not None and msg.error().fatal():
+                    break  # the running member took the id back first: join again
+            if fenced():
+                return
+        finally:
+            consumer.close()
+    raise AssertionError("three intruding static members did not fence the running aggregator")
 
 
 def restarts(stage: Stage) -> int:
@@ -86,12 +96,13 @@ def test_fenced_producers_and_static_member_restart_in_process_and_equal_the_cle
             group, topic, parts = pipeline.group, kafka.topic_raw, kafka.partitions
             wait_until(pipeline.tended(lambda: committed_offsets(kafka, group, topic, parts) >= total // 6),
                        120, "a sixth of the bins aggregated")
-            steps = [
-                ("replay producer", lambda: fence_producer(kafka, f"{ReplaySettings().transactional_id}-{job}"),
+            # Each fence gets "has the stage restarted since?" (only the static member needs it).
+            steps: list[tuple[str, Callable[[Callable[[], bool]], None], Stage]] = [
+                ("replay producer", lambda _done: fence_producer(kafka, f"{ReplaySettings().transactional_id}-{job}"),
                  pipeline.replay),
-                ("aggregator producer", lambda: fence_producer(kafka, f"tick-aggregator-{instance}"),
+                ("aggregator producer", lambda _done: fence_producer(kafka, f"tick-aggregator-{instance}"),
                  pipeline.aggregator),
-                ("aggregator static member", lambda: fence_static_member(kafka, group, instance),
+                ("aggregator static member", lambda done: fence_static_member(kafka, group, instance, done),
                  pipeline.aggregator),
             ]
             for what, fence, stage in steps:
@@ -99,9 +110,9 @@ def test_fenced_producers_and_static_member_restart_in_process_and_equal_the_cle
                 before = restarts(stage)
                 committed = committed_offsets(kafka, group, topic, parts)
                 started = time.monotonic()
-                fence()
-                wait_until(pipeline.tended(lambda stage=stage, before=before: restarts(stage) > before), 120,
-                           f"the {what} to be restarted in-process")
+                restarted = pipeline.tended(lambda stage=stage, before=before: restarts(stage) > before)
+                fence(restarted)
+                wait_until(restarted, 120, f"the {what} to be restarted in-process")
                 _progress(pipeline, committed)
                 injected.append((what, time.monotonic() - started))
             pipeline.run_to_end(300)
