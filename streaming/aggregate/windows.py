@@ -46,8 +46,12 @@ class WindowConfig:
 
 @dataclass(frozen=True)
 class LateBin:
-    """A bin the windows did not count: "late" or "late_beyond_horizon" (its window was emitted),
-    "duplicate_bin" or "out_of_range" (then `detail` says why and `late_by_ms` is None)."""
+    """A bin the windows did not count, with its reason.
+
+    "late" / "late_beyond_horizon": its window was already emitted. "duplicate_bin" (its bin_id
+    is already counted in the bar) and "out_of_range" (it would push the bar beyond the bounds):
+    then `detail` says why and `late_by_ms` is None.
+    """
 
     bin: Bin
     offset: int
@@ -161,7 +165,6 @@ class WindowAcc:
             ingest_ts_ms=now_ms,
             revision=self.revision,
         )
-
 
     def vwap(self) -> float:
         """notional / volume, kept inside [low, high] against float rounding; close when there is no volume."""
