@@ -303,6 +303,22 @@ def test_settings_that_tile_are_accepted_and_used(tmp_path: Path) -> None:
     assert (b["window_ms"], b["end_ts_ms"] - b["start_ts_ms"]) == (20, 20)
 
 
+def test_bins_that_do_not_tile_the_bars_are_refused_by_the_aggregator(tmp_path: Path) -> None:
+    # A bins file made with 7 ms bins (before the settings check, or by another producer): some of
+    # them hold trades of two bars, so no bar of them would be right. 20 ms bins tile and count.
+    bins = [make_bin("AAA", T0 + 7 * i, [10.0 + i], [1 + i], bin_ms=7) for i in range(3)]
+    good = [make_bin("BBB", T0 + 20 * i, [10.0 + i], [1 + i], bin_ms=20) for i in range(3)]
+    src, bars_path, dlq_path = tmp_path / "bins.jsonl", tmp_path / "bars.jsonl", tmp_path / "dlq.jsonl"
+    src.write_bytes(b"".join(encode(b) + b"\n" for b in [*bins, *good]))
+    proc = cli("aggregate", "--from", str(src), "--to", str(bars_path), "--dlq", str(dlq_path))
+    assert proc.returncode == 0 and "poison 3" in proc.stdout, proc.stdout + proc.stderr
+    dlq = read_jsonl(dlq_path)
+    assert dlq_lines(dlq) == [(1, "bad_window"), (2, "bad_window"), (3, "bad_window")]
+    assert "REPLAY_BIN_MS must divide AGG_WINDOW_MS" in dlq[0]["detail"]
+    [bar] = read_jsonl(bars_path)
+    assert (bar["symbol"], bar["volume"], bar["bin_count"], bar["close"]) == ("BBB", 6, 3, 12.0)
+
+
 # ---- item 10: a bin delivered twice -----------------------------------------------------------
 
 

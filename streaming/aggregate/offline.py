@@ -104,5 +104,6 @@ def aggregate_file(src: Path, dst: Path, dlq_path: Path | None, config: WindowCo
         if dlq_fh is not None:
             dlq_fh.close()
     late_count = refused.get("late", 0) + refused.get("late_beyond_horizon", 0)
+    poison += refused.get("bad_window", 0)  # not a bin of these windows at all
     return OfflineResult(bins_in, bars_out, late_count, poison, refused.get("duplicate_bin", 0),
                          refused.get("out_of_range", 0))

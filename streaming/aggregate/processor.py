@@ -348,6 +348,8 @@ class Aggregator:
             self.counters.duplicates += 1
         elif late.reason == "out_of_range":
             self.counters.out_of_range += 1
+        elif late.reason == "bad_window":
+            self.counters.poison += 1  # not a bin of these windows at all
         else:
             self.counters.late += 1
         position = {"topic": self.kafka.topic_raw, "partition": partition, "offset": late.offset}

@@ -14,6 +14,7 @@ Semantics (docs/aggregator.md):
 * a bin whose window is already closed is late (DLQ, or a revision with policy "revise");
 * open = the bin with the smallest start (first in input order on ties), close = the
   bin with the largest start (last in input order on ties);
+* a bin whose size (`window_ms`) does not divide the window is refused (`bad_window`);
 * a bin is counted once: a second copy of a `bin_id` its window already holds is refused
   (`duplicate_bin`), and so is a bin that would push the bar's volume or notional beyond the
   contract's bounds (`out_of_range`); both go to the DLQ, and a rebuild refuses them again.
@@ -49,8 +50,8 @@ class LateBin:
     """A bin the windows did not count, with its reason.
 
     "late" / "late_beyond_horizon": its window was already emitted. "duplicate_bin" (its bin_id
-    is already counted in the bar) and "out_of_range" (it would push the bar beyond the bounds):
-    then `detail` says why and `late_by_ms` is None.
+    is already counted in the bar), "out_of_range" (it would push the bar beyond the bounds) and
+    "bad_window" (its size does not divide the window): then `detail` says why and `late_by_ms` is None.
     """
 
     bin: Bin
@@ -205,6 +206,13 @@ class PartitionWindows:
                 self._close_until(wm, now_ms, offset)
         start = ts - ts % self._window
         end = start + self._window
+        if self._window % b.window_ms:
+            # Bins that do not tile the windows (made with a REPLAY_BIN_MS that does not divide
+            # AGG_WINDOW_MS): some hold trades of two bars, so no bar of them would be right.
+            detail = (f"{b.bin_id}: {b.window_ms} ms bins do not divide the {self._window} ms window "
+                      "(REPLAY_BIN_MS must divide AGG_WINDOW_MS)")
+            self.late.append(LateBin(b, offset, None, self.watermark, "bad_window", detail))
+            return
         if end <= self.watermark:
             self._late(b, offset, start, now_ms)
             return
@@ -222,6 +230,8 @@ class PartitionWindows:
             self.max_event_ts = ts
         start = ts - ts % self._window
         end = start + self._window
+        if self._window % b.window_ms:
+            return  # refused as it was first read (bad_window)
         if end <= self.watermark:
             if self.config.late_policy == "revise":
                 self._rebuild_closed(b, offset, start, end)
