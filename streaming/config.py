@@ -18,6 +18,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 from streaming.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The warehouse's fact windows (tick_platform/rollup.py): every 1 s bar must lie inside one of each.
+FACT_WINDOWS_MS = (60_000, 300_000)
 
 
 def _env_file() -> str | None:
@@ -281,7 +283,24 @@ def load_settings(env_file: str | None = None, **overrides: dict[str, Any]) -> S
             field = text.split('"')[1] if text.count('"') >= 2 else "?"
             prefix = str(section.model_config.get("env_prefix", ""))
             raise ConfigError(f"{prefix}{field}".upper() + f": not valid JSON ({text})") from None
+    _check_windows(built["replay"], built["agg"])
     return Settings(**built)
+
+
+def _check_windows(replay: ReplaySettings, agg: AggSettings) -> None:
+    """Bins must tile bars and bars must tile the fact windows, or a bin or bar straddles two windows.
+
+    Checked after CLI overrides are applied (they come in as `overrides`), so `--bin-ms` and
+    `--window-ms` are held to the same rule as the env file.
+    """
+    if agg.window_ms % replay.bin_ms:
+        raise ConfigError(f"REPLAY_BIN_MS ({replay.bin_ms}) must divide AGG_WINDOW_MS ({agg.window_ms}): "
+                          "a bin would straddle two bars")
+    for fact_ms in FACT_WINDOWS_MS:
+        if fact_ms % agg.window_ms:
+            raise ConfigError(f"AGG_WINDOW_MS ({agg.window_ms}) must divide the fact windows "
+                              f"{' and '.join(f'{ms:,} ms' for ms in FACT_WINDOWS_MS)}: "
+                              f"a bar would straddle two facts (REPLAY_BIN_MS is {replay.bin_ms})")
 
 
 def is_configured(name: str, env_file: str | None = None) -> bool:

@@ -70,17 +70,22 @@ def synthetic_bins(symbols: int, ticks: int, seed: int, late_every: int = 0,
 
 
 def reference_bars(bins: Iterable[Bin], window_ms: int, grace_ms: int) -> tuple[dict[str, dict[str, Any]], list[int]]:
-    """bar_id -> data fields, and the input indexes found late: the obvious group-by with a running watermark."""
+    """bar_id -> data fields, and the input indexes not counted: the obvious group-by with a running watermark.
+
+    Not counted: late bins, and second copies of a bin_id already counted (duplicate_bin).
+    """
     watermark = None
     groups: dict[tuple[str, int], list[tuple[int, Bin]]] = {}
     late: list[int] = []
+    counted: set[str] = set()
     for i, b in enumerate(bins):
         candidate = b.start_ts_ms - grace_ms
         watermark = candidate if watermark is None else max(watermark, candidate)
         start = (b.start_ts_ms // window_ms) * window_ms
-        if start + window_ms <= watermark:
+        if start + window_ms <= watermark or b.bin_id in counted:
             late.append(i)
             continue
+        counted.add(b.bin_id)
         groups.setdefault((b.symbol, start), []).append((i, b))
     bars: dict[str, dict[str, Any]] = {}
     for (symbol, start), items in groups.items():
@@ -96,7 +101,8 @@ def reference_bars(bins: Iterable[Bin], window_ms: int, grace_ms: int) -> tuple[
             "bar_id": bar_id, "symbol": symbol, "start_ts_ms": start, "end_ts_ms": start + window_ms,
             "open": first.open, "high": max(b.high for _, b in items), "low": min(b.low for _, b in items),
             "close": last.close, "volume": volume, "notional": notional,
-            "vwap": notional / volume if volume else last.close,
+            "vwap": min(max(notional / volume, min(b.low for _, b in items)), max(b.high for _, b in items))
+            if volume else last.close,
             "trade_count": sum(b.trade_count for _, b in items), "bin_count": len(items),
             "max_lateness_ms": max(b.max_lateness_ms for _, b in items),
             "api_send_ts_ms": min(sends) if sends else None, "source_event_ts_ms": first.source_event_ts_ms,

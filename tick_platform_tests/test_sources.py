@@ -76,7 +76,8 @@ def test_bom_crlf_header_blank_lines_and_long_decimals(tmp_path: Path) -> None:
     chunks = list(tick_stream([path]))
     ticks = pl.concat([c.ticks for c in chunks])
     rejects = pl.concat([c.rejects for c in chunks])
-    assert ticks["price"].to_list() == [42.87123456789, 42.9384, 42.5]
+    # Rounded half away from zero to the contract's 6 decimals where it is read.
+    assert ticks["price"].to_list() == [42.871235, 42.9384, 42.5]
     assert ticks["size"].to_list() == [1161, 300, 0]
     assert ticks["line"].to_list() == [2, 4, 6]
     assert ticks["symbol"].unique().to_list() == ["ABC"]

@@ -25,7 +25,7 @@ def test_one_window_exact_values_with_event_time_open_close() -> None:
     bins = [
         make_bin("WDC", T0 + 30, [10.0, 10.5], [100, 200], lateness=3, api_send=T0 + 40),
         make_bin("WDC", T0 + 10, [9.0], [50], api_send=None),  # earlier event time: becomes the open
-        make_bin("WDC", T0 + 30, [11.0], [10], lateness=7, api_send=T0 + 35),  # same start, later input: close
+        make_bin("WDC", T0 + 40, [11.0], [10], lateness=7, api_send=T0 + 35),  # latest start: the close
         make_bin("WDC", T0 + 20, [8.5, 9.5], [5, 5]),
     ]
     windows = run(bins, WindowConfig(grace_ms=100))

@@ -94,7 +94,8 @@ def aggregate(
 
             result = aggregate_file(src, dst, dlq, window_config(settings))
             out.print(f"aggregate: {result.bins_in:,} bins -> {result.bars_out:,} bars ({dst}); "
-                      f"late {result.late:,}, poison {result.poison:,}"
+                      f"late {result.late:,}, poison {result.poison:,}, duplicate {result.duplicates:,}, "
+                      f"out of range {result.out_of_range:,}"
                       + (f" (dlq: {dlq})" if dlq else ""))
             return
         from streaming.aggregate.processor import Aggregator

@@ -13,6 +13,8 @@ class Counters:
     bins_in: int = 0
     bars_out: int = 0
     late: int = 0
+    duplicates: int = 0  # second copies of a bin_id, refused (duplicate_bin)
+    out_of_range: int = 0  # bins beyond the contract's bounds, alone or summed into their bar
     dlq: int = 0
     poison: int = 0
     revisions: int = 0
@@ -48,6 +50,8 @@ class Counters:
             + (f"  aligned closes {self.aligned_closes}" if self.aligned_closes else "")
             + (f"  watermark closes {self.watermark_closes:,}" if self.watermarks_in else "")
             + (f"  restarts {self.restarts}" if self.restarts else "")
+            + (f"  duplicates {self.duplicates:,}" if self.duplicates else "")
+            + (f"  out of range {self.out_of_range:,}" if self.out_of_range else "")
         )
 
     def _latency(self) -> str:

@@ -6,19 +6,20 @@ from typing import Any
 
 import msgspec
 
-from streaming.aggregate.windows import LateBin
+from streaming.aggregate.windows import MAX_NOTIONAL_DOLLARS, LateBin
+from streaming.bounds import MAX_PRICE, MAX_VOLUME
 from streaming.records import Bin, DlqRecord, clip_payload, encode
 
 MAX_MESSAGE_BYTES = 65_536  # a bin is ~400 bytes; anything this big is not one
 
 
 def late_record(late: LateBin, source: str, position: dict[str, Any], now_ms: int) -> DlqRecord:
-    """A late bin (its window was already emitted) as a DLQ record."""
+    """A bin the windows did not count (late, a duplicate, beyond the bar's bounds) as a DLQ record."""
     b = late.bin
     return DlqRecord(
         stage="aggregate",
         reason=late.reason,
-        detail=f"window of {b.bin_id} closed at watermark {late.watermark}",
+        detail=late.detail or f"window of {b.bin_id} closed at watermark {late.watermark}",
         source=source,
         position=position,
         payload=clip_payload(encode(b)),
@@ -66,6 +67,21 @@ def check_bin(b: Bin) -> str | None:
     return None
 
 
+def bin_out_of_range(b: Bin) -> str | None:
+    """The contract bound a bin's own fields break (docs/contracts.md, "Bounds and symbols"), or None.
+
+    A bin within them can be added to a bar without any sum leaving the bounds unnoticed.
+    """
+    prices = (b.open, b.high, b.low, b.close)
+    if not all(0 < p <= MAX_PRICE for p in prices):  # also false for NaN
+        return f"a price outside (0, MAX_PRICE = {MAX_PRICE:,.0f}]"
+    if b.volume > MAX_VOLUME:
+        return f"volume {b.volume} above MAX_VOLUME ({MAX_VOLUME:,})"
+    if not 0 <= b.notional <= MAX_NOTIONAL_DOLLARS:
+        return f"notional {b.notional!r} outside [0, MAX_NOTIONAL_UNITS / PRICE_SCALE = {MAX_NOTIONAL_DOLLARS:,.0f}]"
+    return None
+
+
 def decode_bin(raw: bytes | None) -> Bin | tuple[str, str]:
     """The Bin in `raw`, or (reason, detail) when it is poison."""
     from streaming.records import bin_decoder
@@ -80,4 +96,7 @@ def decode_bin(raw: bytes | None) -> Bin | tuple[str, str]:
     problem = check_bin(b)
     if problem is not None:
         return "schema", problem
+    beyond = bin_out_of_range(b)
+    if beyond is not None:
+        return "out_of_range", beyond
     return b

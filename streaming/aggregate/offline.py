@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streaming.aggregate.dead_letters import decode_bin, late_record, poison_record
-from streaming.aggregate.windows import PartitionWindows, WindowConfig
+from streaming.aggregate.windows import LateBin, PartitionWindows, WindowConfig
 from streaming.errors import SourceError
 from streaming.records import Bar, Bin, DlqRecord, encode
 
@@ -21,6 +21,8 @@ class OfflineResult:
     bars_out: int
     late: int
     poison: int
+    duplicates: int = 0  # second copies of a bin_id (duplicate_bin)
+    out_of_range: int = 0  # bins beyond the contract's bounds, alone or summed into their bar
 
 
 def now_ms() -> int:
@@ -58,27 +60,31 @@ def aggregate_file(src: Path, dst: Path, dlq_path: Path | None, config: WindowCo
     if not src.is_file():
         raise SourceError(f"no such bins file: {src}")
     windows = PartitionWindows(config)
-    bins_in = bars_out = late_count = poison = 0
+    bins_in = bars_out = poison = 0
+    refused: dict[str, int] = {}  # DLQ reason -> bins the windows did not count
     source = str(src)
     dst.parent.mkdir(parents=True, exist_ok=True)
     dlq_fh = dlq_path.open("wb") if dlq_path is not None else None
     try:
         with dst.open("wb") as out:
 
-            def write(bars: list[Bar], late: list, clock: int) -> int:  # type: ignore[type-arg]
+            def write(bars: list[Bar], late: list[LateBin], clock: int) -> None:
                 for bar in bars:
                     out.write(encode(bar) + b"\n")
-                if dlq_fh is not None:
-                    for x in late:
+                for x in late:
+                    refused[x.reason] = refused.get(x.reason, 0) + 1
+                    if dlq_fh is not None:
                         rec = late_record(x, source, {"file": source, "line": x.offset}, clock)
                         dlq_fh.write(encode(rec) + b"\n")
-                return len(late)
 
             for line_no, raw in _lines(src):
                 decoded = decode_bin(raw)
                 clock = now_ms()
                 if isinstance(decoded, tuple):
-                    poison += 1
+                    if decoded[0] == "out_of_range":
+                        refused["out_of_range"] = refused.get("out_of_range", 0) + 1
+                    else:
+                        poison += 1
                     if dlq_fh is not None:
                         rec = poison_record(decoded[0], decoded[1], raw, source,
                                             {"file": source, "line": line_no}, clock)
@@ -89,12 +95,15 @@ def aggregate_file(src: Path, dst: Path, dlq_path: Path | None, config: WindowCo
                 if windows.bars or windows.late:
                     bars, late = windows.drain()
                     bars_out += len(bars)
-                    late_count += write(bars, late, clock)
+                    write(bars, late, clock)
             windows.flush_all(now_ms())
             bars, late = windows.drain()
             bars_out += len(bars)
-            late_count += write(bars, late, now_ms())
+            write(bars, late, now_ms())
     finally:
         if dlq_fh is not None:
             dlq_fh.close()
-    return OfflineResult(bins_in, bars_out, late_count, poison)
+    late_count = refused.get("late", 0) + refused.get("late_beyond_horizon", 0)
+    poison += refused.get("bad_window", 0)  # not a bin of these windows at all
+    return OfflineResult(bins_in, bars_out, late_count, poison, refused.get("duplicate_bin", 0),
+                         refused.get("out_of_range", 0))

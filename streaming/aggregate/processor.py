@@ -263,7 +263,10 @@ class Aggregator:
                 if watermark is not None:
                     self._on_watermark(p, st.windows, watermark, offset, clock)
                     continue
-                counters.poison += 1
+                if decoded[0] == "out_of_range":
+                    counters.out_of_range += 1
+                else:
+                    counters.poison += 1
                 position = {"topic": m.topic(), "partition": p, "offset": offset}
                 self._produce_dlq(poison_record(decoded[0], decoded[1], m.value(), "kafka", position, clock))
                 continue
@@ -341,7 +344,14 @@ class Aggregator:
         counters.close_latency_ms = clock - bars[-1].end_ts_ms
 
     def _produce_late(self, partition: int, late: LateBin, clock: int) -> None:
-        self.counters.late += 1
+        if late.reason == "duplicate_bin":
+            self.counters.duplicates += 1
+        elif late.reason == "out_of_range":
+            self.counters.out_of_range += 1
+        elif late.reason == "bad_window":
+            self.counters.poison += 1  # not a bin of these windows at all
+        else:
+            self.counters.late += 1
         position = {"topic": self.kafka.topic_raw, "partition": partition, "offset": late.offset}
         self._produce_dlq(late_record(late, "kafka", position, clock))
 

@@ -13,7 +13,11 @@ Semantics (docs/aggregator.md):
   bin is assigned; a window [s, e) is closed, and emitted once, when watermark >= e;
 * a bin whose window is already closed is late (DLQ, or a revision with policy "revise");
 * open = the bin with the smallest start (first in input order on ties), close = the
-  bin with the largest start (last in input order on ties).
+  bin with the largest start (last in input order on ties);
+* a bin whose size (`window_ms`) does not divide the window is refused (`bad_window`);
+* a bin is counted once: a second copy of a `bin_id` its window already holds is refused
+  (`duplicate_bin`), and so is a bin that would push the bar's volume or notional beyond the
+  contract's bounds (`out_of_range`); both go to the DLQ, and a rebuild refuses them again.
 """
 
 from __future__ import annotations
@@ -21,9 +25,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from streaming.bounds import MAX_NOTIONAL_UNITS, MAX_VOLUME, PRICE_SCALE
 from streaming.records import Bar, Bin, make_bar_id
 
 NO_WATERMARK = -(2**62)
+# A bar's notional in dollars stays within the micro-dollar bound of the contract.
+MAX_NOTIONAL_DOLLARS = MAX_NOTIONAL_UNITS / PRICE_SCALE
 LatePolicy = Literal["dlq", "revise"]
 
 
@@ -40,13 +47,19 @@ class WindowConfig:
 
 @dataclass(frozen=True)
 class LateBin:
-    """A bin that arrived after its window was emitted; `reason` is "late" or "late_beyond_horizon"."""
+    """A bin the windows did not count, with its reason.
+
+    "late" / "late_beyond_horizon": its window was already emitted. "duplicate_bin" (its bin_id
+    is already counted in the bar), "out_of_range" (it would push the bar beyond the bounds) and
+    "bad_window" (its size does not divide the window): then `detail` says why and `late_by_ms` is None.
+    """
 
     bin: Bin
     offset: int
-    late_by_ms: int
+    late_by_ms: int | None
     watermark: int
     reason: str
+    detail: str | None = None
 
 
 @dataclass(frozen=True)
@@ -67,7 +80,7 @@ class WindowAcc:
     """The running aggregate of one (symbol, window)."""
 
     __slots__ = (
-        "api_send_ts_ms", "bin_count", "close", "close_ts", "end", "first_offset", "high", "low",
+        "api_send_ts_ms", "bin_count", "bin_ids", "close", "close_ts", "end", "first_offset", "high", "low",
         "max_lateness_ms", "notional", "open", "open_ts", "revision", "source_event_ts_ms", "start",
         "symbol", "trade_count", "volume",
     )
@@ -91,9 +104,24 @@ class WindowAcc:
         self.api_send_ts_ms = b.api_send_ts_ms
         self.source_event_ts_ms = b.source_event_ts_ms
         self.revision = 0
+        # bin_id -> offset of the copy counted: a bin delivered twice is counted once.
+        self.bin_ids: dict[str, int] = {b.bin_id: offset}
 
-    def merge(self, b: Bin) -> None:
-        """Fold one more bin in (input order is the tie-break for open and close)."""
+    def refusal(self, b: Bin) -> tuple[str, str] | None:
+        """(reason, detail) when `b` must not be merged: a copy already counted, or beyond the bounds."""
+        first = self.bin_ids.get(b.bin_id)
+        if first is not None:
+            return "duplicate_bin", f"{b.bin_id} already counted in its bar (offset/line {first})"
+        if self.volume + b.volume > MAX_VOLUME:
+            return "out_of_range", f"bar volume would exceed MAX_VOLUME ({MAX_VOLUME:,} shares)"
+        if self.notional + b.notional > MAX_NOTIONAL_DOLLARS:
+            bound = f"MAX_NOTIONAL_UNITS ({MAX_NOTIONAL_UNITS:,} micro-dollars)"
+            return "out_of_range", f"bar notional would exceed {bound}"
+        return None
+
+    def merge(self, b: Bin, offset: int) -> None:
+        """Fold one more bin in (input order is the tie-break for open and close); see `refusal` first."""
+        self.bin_ids[b.bin_id] = offset
         ts = b.start_ts_ms
         if ts < self.open_ts:
             self.open = b.open
@@ -129,7 +157,7 @@ class WindowAcc:
             close=self.close,
             volume=self.volume,
             notional=self.notional,
-            vwap=self.notional / self.volume if self.volume else self.close,
+            vwap=self.vwap(),
             trade_count=self.trade_count,
             bin_count=self.bin_count,
             max_lateness_ms=self.max_lateness_ms,
@@ -138,6 +166,12 @@ class WindowAcc:
             ingest_ts_ms=now_ms,
             revision=self.revision,
         )
+
+    def vwap(self) -> float:
+        """notional / volume, kept inside [low, high] against float rounding; close when there is no volume."""
+        if not self.volume:
+            return self.close
+        return min(max(self.notional / self.volume, self.low), self.high)
 
 
 class PartitionWindows:
@@ -172,8 +206,19 @@ class PartitionWindows:
                 self._close_until(wm, now_ms, offset)
         start = ts - ts % self._window
         end = start + self._window
+        if self._window % b.window_ms:
+            # Bins that do not tile the windows (made with a REPLAY_BIN_MS that does not divide
+            # AGG_WINDOW_MS): some hold trades of two bars, so no bar of them would be right.
+            detail = (f"{b.bin_id}: {b.window_ms} ms bins do not divide the {self._window} ms window "
+                      "(REPLAY_BIN_MS must divide AGG_WINDOW_MS)")
+            self.late.append(LateBin(b, offset, None, self.watermark, "bad_window", detail))
+            return
         if end <= self.watermark:
             self._late(b, offset, start, now_ms)
+            return
+        refused = self._refusal(self.open, b, start)
+        if refused is not None:
+            self.late.append(LateBin(b, offset, None, self.watermark, *refused))
             return
         if self._accumulate(b, start, end, offset) and self.open_count > self.config.max_open_windows:
             self._close_oldest(now_ms, offset + 1)
@@ -185,11 +230,21 @@ class PartitionWindows:
             self.max_event_ts = ts
         start = ts - ts % self._window
         end = start + self._window
+        if self._window % b.window_ms:
+            return  # refused as it was first read (bad_window)
         if end <= self.watermark:
             if self.config.late_policy == "revise":
                 self._rebuild_closed(b, offset, start, end)
             return
-        self._accumulate(b, start, end, offset)
+        if self._refusal(self.open, b, start) is None:  # refused before the restart: its DLQ record exists
+            self._accumulate(b, start, end, offset)
+
+    @staticmethod
+    def _refusal(windows: dict[int, dict[str, WindowAcc]], b: Bin, start: int) -> tuple[str, str] | None:
+        """Why the window of `b` in `windows` must not count it (a duplicate, beyond the bounds), or None."""
+        bucket = windows.get(start)
+        acc = bucket.get(b.symbol) if bucket is not None else None
+        return acc.refusal(b) if acc is not None else None
 
     def _accumulate(self, b: Bin, start: int, end: int, offset: int) -> bool:
         """Add `b` to its open window; True when that opened a new (symbol, window)."""
@@ -203,7 +258,7 @@ class PartitionWindows:
             bucket[b.symbol] = WindowAcc(b, start, end, offset)
             self.open_count += 1
             return True
-        acc.merge(b)
+        acc.merge(b, offset)
         return False
 
     # -- wall-clock driven flushes --------------------------------------------------------
@@ -296,6 +351,10 @@ class PartitionWindows:
         self.late.append(LateBin(b, offset, late_by, self.watermark, "late"))
 
     def _revise(self, b: Bin, offset: int, start: int, bucket: dict[str, WindowAcc] | None, now_ms: int) -> None:
+        refused = self._refusal(self.closed, b, start)
+        if refused is not None:  # a revision must not count a bin twice either
+            self.late.append(LateBin(b, offset, None, self.watermark, *refused))
+            return
         if bucket is None:
             bucket = self.closed[start] = {}
         acc = bucket.get(b.symbol)
@@ -303,7 +362,7 @@ class PartitionWindows:
             # No bar was emitted for this symbol's window yet: the late bin makes its first one.
             acc = bucket[b.symbol] = WindowAcc(b, start, start + self._window, offset)
         else:
-            acc.merge(b)
+            acc.merge(b, offset)
             acc.revision += 1
         self.bars.append(acc.to_bar(now_ms))
 
@@ -316,7 +375,9 @@ class PartitionWindows:
         if acc is None:
             bucket[b.symbol] = WindowAcc(b, start, end, offset)
             return
-        acc.merge(b)
+        if acc.refusal(b) is not None:
+            return
+        acc.merge(b, offset)
         closed_at = self.closes.get(start)
         if closed_at is None or offset >= closed_at:
             acc.revision += 1  # this bin came after the window closed: it made a revision

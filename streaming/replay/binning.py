@@ -8,15 +8,20 @@ result does not depend on how the input is cut into chunks, nor on the replay sp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
 
+from streaming.bounds import MAX_NOTIONAL_UNITS, MAX_VOLUME, PRICE_SCALE
+
 NO_TIME = -(2**62)
 # Notional is summed exactly in integer micro-units (prices to 6 decimals): the float sum of a
 # bin would depend on the order of additions, and so on how the input was cut into chunks.
-NOTIONAL_SCALE = 1_000_000
+NOTIONAL_SCALE = PRICE_SCALE
+# Float sums are only a screen for the exact check of the bin sums: far below the bounds their
+# rounding error cannot matter, so only bins above half a bound are summed exactly.
+_SCREEN = 0.5
 # The tick columns the binner keeps for open bins.
 OPEN_COLUMNS: dict[str, pl.DataType] = {
     "symbol": pl.String(),
@@ -36,12 +41,26 @@ BIN_COLUMNS = [
 ]
 
 
+# No refused ticks: one shared empty frame (frames are never changed in place), built once
+# because every push of a paced replay returns it.
+_NO_OVER = pl.DataFrame(schema={**OPEN_COLUMNS, "over": pl.String()})
+
+
+def _no_over() -> pl.DataFrame:
+    return _NO_OVER
+
+
 @dataclass(frozen=True)
 class BinStep:
-    """What one push produced: closed bins, sorted by (end_ts_ms, symbol), and late ticks."""
+    """What one push produced: closed bins (sorted by end_ts_ms, symbol), late ticks, refused ticks.
+
+    `over` holds the ticks that would push their bin's volume or notional beyond the contract's
+    bounds, with the bound in its `over` column.
+    """
 
     bins: pl.DataFrame
     late: pl.DataFrame
+    over: pl.DataFrame = field(default_factory=_no_over)
 
 
 def bin_start(ts: pl.Expr, bin_ms: int) -> pl.Expr:
@@ -62,7 +81,7 @@ def aggregate_bins(ticks: pl.DataFrame, bin_ms: int) -> pl.DataFrame:
             low=pl.col("price").min(),
             close=pl.col("price").last(),
             volume=pl.col("size").sum(),
-            notional_units=((pl.col("price") * NOTIONAL_SCALE).round(0).cast(pl.Int64) * pl.col("size")).sum(),
+            notional_units=(tick_units() * pl.col("size")).sum(),
             trade_count=pl.len().cast(pl.Int64),
             api_send_ts_ms=pl.col("api_send_ts_ms").min(),
             source_event_ts_ms=pl.col("orig_ts_ms").first(),
@@ -78,6 +97,76 @@ def aggregate_bins(ticks: pl.DataFrame, bin_ms: int) -> pl.DataFrame:
         .select(BIN_COLUMNS)
         .sort(["end_ts_ms", "symbol"])
     )
+
+
+def tick_units() -> pl.Expr:
+    """A tick's price in integer micro-dollars (exact in int64: price <= MAX_PRICE, checked at read)."""
+    return (pl.col("price") * NOTIONAL_SCALE).round(0).cast(pl.Int64)
+
+
+def within_bin_sums(open_ticks: pl.DataFrame, fresh: pl.DataFrame, bin_ms: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split `fresh` (arrival order) into ticks kept and ticks that would push their bin beyond the bounds.
+
+    A bin's volume stays <= MAX_VOLUME and its notional <= MAX_NOTIONAL_UNITS micro-dollars, so
+    the int64 sums of `aggregate_bins` never wrap. Decided tick by tick in arrival order on top
+    of the bin's ticks still open, so the result does not depend on how the input is chunked;
+    the refused frame has an `over` column naming the bound.
+    """
+    if fresh.height == 0:
+        return fresh, _no_over()
+    columns = fresh.columns
+    # The sum over the whole chunk and the open ticks bounds every bin's: the common case needs no grouping.
+    (fresh_u, fresh_v), (open_u, open_v) = _float_sums(fresh), _float_sums(open_ticks)
+    if fresh_u + open_u <= _SCREEN * MAX_NOTIONAL_UNITS and fresh_v + open_v <= _SCREEN * MAX_VOLUME:
+        return fresh, _no_over()
+    units_f = tick_units().cast(pl.Float64) * pl.col("size").cast(pl.Float64)
+    size_f = pl.col("size").cast(pl.Float64)
+    start = bin_start(pl.col("ts_ms"), bin_ms).alias("start")
+    keyed = fresh.with_columns(start, _u=units_f, _v=size_f, _row=pl.int_range(pl.len()))
+    prior = (open_ticks.with_columns(start).group_by("symbol", "start").agg(_pu=units_f.sum(), _pv=size_f.sum())
+        if open_ticks.height else pl.DataFrame(schema={"symbol": pl.String(), "start": pl.Int64(),
+                                                         "_pu": pl.Float64(), "_pv": pl.Float64()}))
+    totals = (keyed.group_by("symbol", "start").agg(pl.col("_u").sum(), pl.col("_v").sum())
+              .join(prior, on=["symbol", "start"], how="left")
+              .filter((pl.col("_u") + pl.col("_pu").fill_null(0) > _SCREEN * MAX_NOTIONAL_UNITS)
+                      | (pl.col("_v") + pl.col("_pv").fill_null(0) > _SCREEN * MAX_VOLUME)))
+    if totals.height == 0:
+        return fresh, _no_over()
+    # Exact, sequential check for the few bins near a bound (Python ints cannot wrap).
+    sums: dict[tuple[str, int], list[int]] = {}
+    if open_ticks.height:
+        held = open_ticks.with_columns(start, _units=tick_units()).join(
+            totals.select("symbol", "start"), on=["symbol", "start"])
+        for sym, st, units, size in held.select("symbol", "start", "_units", "size").iter_rows():
+            acc = sums.setdefault((sym, st), [0, 0])
+            acc[0] += units * size
+            acc[1] += size
+    suspects = keyed.with_columns(_units=tick_units()).join(
+        totals.select("symbol", "start"), on=["symbol", "start"]).sort("_row")
+    refused: dict[int, str] = {}
+    for row, sym, st, units, size in suspects.select("_row", "symbol", "start", "_units", "size").iter_rows():
+        acc = sums.setdefault((sym, st), [0, 0])
+        notional = acc[0] + units * size
+        volume = acc[1] + size
+        if volume > MAX_VOLUME:
+            refused[row] = f"bin volume would exceed MAX_VOLUME ({MAX_VOLUME:,} shares)"
+        elif notional > MAX_NOTIONAL_UNITS:
+            refused[row] = f"bin notional would exceed MAX_NOTIONAL_UNITS ({MAX_NOTIONAL_UNITS:,} micro-dollars)"
+        else:
+            acc[0], acc[1] = notional, volume
+    if not refused:
+        return fresh, _no_over()
+    mask = pl.Series([i in refused for i in range(fresh.height)])
+    over = fresh.filter(mask).with_columns(over=pl.Series([refused[i] for i in sorted(refused)], dtype=pl.String))
+    return fresh.filter(~mask).select(columns), over
+
+
+def _float_sums(ticks: pl.DataFrame) -> tuple[float, float]:
+    """Approximate (notional in micro-dollars, volume) of `ticks`: a screen, cheap on every push."""
+    if ticks.height == 0:
+        return 0.0, 0.0
+    size = ticks["size"].to_numpy().astype(np.float64)
+    return float(np.dot(ticks["price"].to_numpy() * NOTIONAL_SCALE, size)), float(size.sum())
 
 
 def _with_notional(bins: pl.DataFrame) -> pl.DataFrame:
@@ -122,9 +211,11 @@ class Binner:
             .with_columns(late_by_ms=pl.col("watermark_ms") - pl.col("ts_ms"))
         )
         # How far behind the newest event time each tick arrived (0 for in-order input).
-        fresh = ticks.with_columns(lateness_ms=running - ts).filter(~late_mask).select(list(OPEN_COLUMNS))
-        self.open_ticks = pl.concat([self.open_ticks, fresh]) if self.open_ticks.height else fresh
-        return BinStep(self._close(), late)
+        fresh = ticks.with_columns(lateness_ms=running - ts).filter(~late_mask)
+        kept, over = within_bin_sums(self.open_ticks, fresh, self.bin_ms)
+        kept = kept.select(list(OPEN_COLUMNS))
+        self.open_ticks = pl.concat([self.open_ticks, kept]) if self.open_ticks.height else kept
+        return BinStep(self._close(), late, over)
 
     def advance(self, watermark: int) -> pl.DataFrame:
         """Move the watermark forward without a tick (a paced replay's clock); returns closed bins."""
@@ -151,6 +242,8 @@ class Binner:
             .with_columns(lateness_ms=pl.col("order_ts") - pl.col("ts_ms"))
             .select(list(OPEN_COLUMNS))
         )
+        # Ticks refused for the bin sums before the restart were dead-lettered then: refused again, silently.
+        kept, _over = within_bin_sums(self.open_ticks, kept, self.bin_ms)
         self.open_ticks = pl.concat([self.open_ticks, kept]) if self.open_ticks.height else kept
 
     def _close(self) -> pl.DataFrame:

@@ -14,6 +14,8 @@ Speed = Annotated[float | None, typer.Option("--speed", min=0, help="1 = real ti
 Live = Annotated[bool | None, typer.Option("--live/--no-live", help="Shift event times so the first tick is now.")]
 Loop = Annotated[bool | None, typer.Option("--loop/--no-loop", help="Start over at the end, times shifted on.")]
 Spread = Annotated[bool | None, typer.Option("--spread/--no-spread", help="Spread the ticks of a second in it.")]
+BinMs = Annotated[int | None, typer.Option(
+    "--bin-ms", help="Bin length; must divide AGG_WINDOW_MS (REPLAY_BIN_MS).")]
 MaxLate = Annotated[int | None, typer.Option("--max-late-ms", min=0, help="Allowed lateness (REPLAY_MAX_LATE_MS).")]
 To = Annotated[str | None, typer.Option("--to", help="Offline: write bins as JSON lines to this file, no Kafka.")]
 Dlq = Annotated[str | None, typer.Option("--dlq", help="Offline: write DLQ records as JSON lines here.")]
@@ -39,6 +41,7 @@ def replay(
     live: Live = None,
     loop: Loop = None,
     spread: Spread = None,
+    bin_ms: BinMs = None,
     max_late_ms: MaxLate = None,
     to: To = None,
     dlq: Dlq = None,
@@ -57,7 +60,7 @@ def replay(
         env_file,
         kafka={"brokers": brokers},
         replay={
-            "symbol": symbol, "speed": speed, "live": live, "loop": loop, "spread": spread,
+            "symbol": symbol, "speed": speed, "live": live, "loop": loop, "spread": spread, "bin_ms": bin_ms,
             "max_late_ms": max_late_ms, "exactly_once": exactly_once, "chunk_rows": chunk_rows,
             "commit_interval_ms": commit_interval_ms, "watermark_interval_ms": watermark_interval_ms,
         },

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -253,25 +254,12 @@ class ReplayEngine:
             self.first_event_ts = int(ticks["ts_ms"][0])
         result = self.binner.push(ticks)
         records = list(dlq)
-        if result.late.height:
-            now = self._now_ms()
-            for row in result.late.iter_rows(named=True):
-                records.append(
-                    DlqRecord(
-                        stage="replay",
-                        reason="late",
-                        detail=f"bin already closed: watermark {row['watermark_ms']} >= bin end",
-                        source=row["file"],
-                        position={"line": row["line"]},
-                        payload=orjson.dumps(
-                            {k: row[k] for k in ("symbol", "ts_ms", "price", "bid", "ask", "size")}
-                        ).decode(),
-                        dlq_ts_ms=now,
-                        late_by_ms=row["late_by_ms"],
-                        event_ts_ms=row["ts_ms"],
-                        symbol=row["symbol"],
-                    )
-                )
+        now = self._now_ms()
+        for row in result.late.iter_rows(named=True):
+            detail = f"bin already closed: watermark {row['watermark_ms']} >= bin end"
+            records.append(_tick_record(row, "late", detail, now, late_by_ms=row["late_by_ms"]))
+        for row in result.over.iter_rows(named=True):
+            records.append(_tick_record(row, "out_of_range", row["over"], now))
         for src, seq in ticks.group_by("src").agg(pl.col("seq").max()).iter_rows():
             self.resume_at[src] = max(self.resume_at[src], seq + 1)
         return self._counted(Step(result.bins, records, ticks.height, skipped, int(ticks["ts_ms"][-1]), due))
@@ -336,3 +324,20 @@ class ReplayEngine:
             done=self.finished,
             committed_ts_ms=self._now_ms(),
         )
+
+
+def _tick_record(row: dict[str, Any], reason: str, detail: str, now_ms: int,
+                 late_by_ms: int | None = None) -> DlqRecord:
+    """The DLQ record of a tick the binner refused (late, or beyond a bin's sum bounds), at its line."""
+    return DlqRecord(
+        stage="replay",
+        reason=reason,
+        detail=detail,
+        source=row["file"],
+        position={"line": row["line"]},
+        payload=orjson.dumps({k: row[k] for k in ("symbol", "ts_ms", "price", "bid", "ask", "size")}).decode(),
+        dlq_ts_ms=now_ms,
+        late_by_ms=late_by_ms,
+        event_ts_ms=row["ts_ms"],
+        symbol=row["symbol"],
+    )

@@ -6,6 +6,15 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from streaming.bounds import (
+    MAX_NOTIONAL,
+    MAX_NOTIONAL_UNITS,
+    MAX_PRICE,
+    MAX_SIZE,
+    PRICE_DECIMALS,
+    PRICE_SCALE,
+)
+
 TICK_SCHEMA: dict[str, pl.DataType] = {
     "symbol": pl.String(),
     "ts_ms": pl.Int64(),
@@ -50,47 +59,60 @@ class TickChunk:
     rejects: pl.DataFrame = field(default_factory=empty_rejects)
 
 
-def checked(candidates: pl.DataFrame, file: str, src: int) -> TickChunk:
-    """Split parsed rows into good ticks and rejects with reason and detail.
+def _row_rules() -> list[tuple[pl.Expr, str, str]]:
+    """The per-row acceptance rules in the order they are decided: (violation, reason, detail).
 
-    `candidates` has line, payload, symbol, ts_ms, price, bid, ask, size (nulls where a cast
-    failed) and `reason`/`detail` already set for rows a reader refused outright.
+    The first rule a row breaks names its reason. Bounds are the contract's (streaming/bounds.py),
+    so a tick that passes can be summed as exact int64 micro-dollars without wrapping.
     """
     price_ok = pl.col("price").is_finite() & (pl.col("price") > 0)
     quotes_ok = (pl.col("bid").is_null() | (pl.col("bid").is_finite() & (pl.col("bid") >= 0))) & (
         pl.col("ask").is_null() | (pl.col("ask").is_finite() & (pl.col("ask") >= 0))
     )
-    judged = candidates.with_columns(
-        reason=pl.when(pl.col("reason").is_not_null())
-        .then(pl.col("reason"))
-        .when(pl.col("price").is_null() | pl.col("size").is_null())
-        .then(pl.lit("malformed"))
-        .when(pl.col("ts_ms").is_null())
-        .then(pl.lit("bad_time"))
-        .when(~price_ok)
-        .then(pl.lit("bad_price"))
-        .when(~quotes_ok)
-        .then(pl.lit("bad_price"))
-        .when(pl.col("size") < 0)
-        .then(pl.lit("bad_size"))
-        .when(pl.col("symbol").is_null() | (pl.col("symbol") == ""))
-        .then(pl.lit("bad_symbol")),
-        detail=pl.when(pl.col("detail").is_not_null())
-        .then(pl.col("detail"))
-        .when(pl.col("price").is_null())
-        .then(pl.lit("price is not a number"))
-        .when(pl.col("size").is_null())
-        .then(pl.lit("size is not an integer"))
-        .when(pl.col("ts_ms").is_null())
-        .then(pl.lit("date/time unparsable or not a valid America/New_York time"))
-        .when(~price_ok)
-        .then(pl.lit("price must be a finite number > 0"))
-        .when(~quotes_ok)
-        .then(pl.lit("bid/ask must be finite numbers >= 0"))
-        .when(pl.col("size") < 0)
-        .then(pl.lit("size must be >= 0"))
-        .otherwise(pl.lit("no symbol (give --symbol or a symbol column)")),
+    # price <= MAX_PRICE here, so its micro-dollars fit int64; non-strict, as every rule is
+    # evaluated on every row (a 1e13 price would fail a strict cast before its rule decides).
+    units = (pl.col("price") * PRICE_SCALE).round(0).cast(pl.Int64, strict=False)
+    # units * size > MAX_NOTIONAL_UNITS without computing the product (which could wrap).
+    notional_over = (pl.col("size") > 0) & (units > pl.lit(MAX_NOTIONAL_UNITS) // pl.col("size"))
+    return [
+        (pl.col("price").is_null(), "malformed", "price is not a number"),
+        (pl.col("size").is_null(), "malformed", "size is not an integer"),
+        (pl.col("ts_ms").is_null(), "bad_time", "date/time unparsable or not a valid America/New_York time"),
+        (~price_ok, "bad_price", f"price must be a finite number > 0 (at {PRICE_DECIMALS} decimals)"),
+        (~quotes_ok, "bad_price", "bid/ask must be finite numbers >= 0"),
+        (pl.col("size") < 0, "bad_size", "size must be >= 0"),
+        (pl.col("price") > MAX_PRICE, "out_of_range", f"price above MAX_PRICE ({MAX_PRICE:,.0f} dollars)"),
+        (pl.col("size") > MAX_SIZE, "out_of_range", f"size above MAX_SIZE ({MAX_SIZE:,} shares)"),
+        (notional_over, "out_of_range", f"price * size above MAX_NOTIONAL ({MAX_NOTIONAL:,.0f} dollars)"),
+        (pl.col("symbol").is_null() | (pl.col("symbol") == ""), "bad_symbol",
+         "no symbol (give --symbol or a symbol column)"),
+    ]
+
+
+def rounded_prices(frame: pl.DataFrame) -> pl.DataFrame:
+    """Price, bid and ask rounded half away from zero to the contract's 6 decimals (PRICE_SCALE).
+
+    Done once where rows are read, so OHLC, notional and VWAP all use the same number.
+    """
+    return frame.with_columns(
+        pl.col(name).cast(pl.Float64).round(PRICE_DECIMALS, mode="half_away_from_zero")
+        for name in ("price", "bid", "ask")
     )
+
+
+def checked(candidates: pl.DataFrame, file: str, src: int) -> TickChunk:
+    """Split parsed rows into good ticks and rejects with reason and detail.
+
+    `candidates` has line, payload, symbol, ts_ms, price, bid, ask, size (nulls where a cast
+    failed) and `reason`/`detail` already set for rows a reader refused outright. Prices are
+    rounded to 6 decimals first (`rounded_prices`); a row beyond the contract's bounds is
+    rejected as `out_of_range` with the bound in its detail.
+    """
+    rules = _row_rules()
+    # coalesce takes the first rule broken, after a reason the reader already set.
+    reason = pl.coalesce(pl.col("reason"), *(pl.when(broken).then(pl.lit(why)) for broken, why, _ in rules))
+    detail = pl.coalesce(pl.col("detail"), *(pl.when(broken).then(pl.lit(text)) for broken, _, text in rules))
+    judged = rounded_prices(candidates).with_columns(reason=reason, detail=detail)
     good = judged.filter(pl.col("reason").is_null())
     bad = judged.filter(pl.col("reason").is_not_null())
     ticks = good.select(
