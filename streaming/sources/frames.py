@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from streaming.bounds import SYMBOL_REGEX, SYMBOL_RULE
+
 TICK_SCHEMA: dict[str, pl.DataType] = {
     "symbol": pl.String(),
     "ts_ms": pl.Int64(),
@@ -74,6 +76,9 @@ def checked(candidates: pl.DataFrame, file: str, src: int) -> TickChunk:
         .when(pl.col("size") < 0)
         .then(pl.lit("bad_size"))
         .when(pl.col("symbol").is_null() | (pl.col("symbol") == ""))
+        .then(pl.lit("bad_symbol"))
+        # A symbol outside the one pattern would need escaping in JSON, Kafka keys and ids: refused here.
+        .when(~pl.col("symbol").str.contains(SYMBOL_REGEX))
         .then(pl.lit("bad_symbol")),
         detail=pl.when(pl.col("detail").is_not_null())
         .then(pl.col("detail"))
@@ -89,7 +94,9 @@ def checked(candidates: pl.DataFrame, file: str, src: int) -> TickChunk:
         .then(pl.lit("bid/ask must be finite numbers >= 0"))
         .when(pl.col("size") < 0)
         .then(pl.lit("size must be >= 0"))
-        .otherwise(pl.lit("no symbol (give --symbol or a symbol column)")),
+        .when(pl.col("symbol").is_null() | (pl.col("symbol") == ""))
+        .then(pl.lit("no symbol (an empty symbol cell, or no symbol column, file-name symbol or --symbol)"))
+        .otherwise(pl.lit(f"symbol is not {SYMBOL_RULE}")),
     )
     good = judged.filter(pl.col("reason").is_null())
     bad = judged.filter(pl.col("reason").is_not_null())
