@@ -267,7 +267,8 @@ def _one_line(section: type[BaseSettings], exc: ValidationError) -> str:
     env_name = name if name.upper().startswith(prefix.upper()) else f"{prefix}{name}"
     value = err.get("input")
     shown = "" if isinstance(value, dict) else f" (got {value!r})"
-    return f"{env_name.upper().rstrip('_')}: {err['msg']}{shown}"
+    message = str(err["msg"]).removeprefix("Value error, ")  # a field validator's own sentence
+    return f"{env_name.upper().rstrip('_')}: {message}{shown}"
 
 
 def load_settings(env_file: str | None = None, **overrides: dict[str, Any]) -> Settings:
