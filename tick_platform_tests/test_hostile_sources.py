@@ -263,15 +263,19 @@ def test_a_date_time_header_in_another_order_is_read_by_names(tmp_path: Path, he
     lines = [header]
     for row in values:
         lines.append(",".join(str(row[fields[n]]) if n in fields else "Q" for n in names))
+    # Spaces after the commas and quoted cells, as some exports write them: the same ticks.
+    quoted = ("03/08/2024", "09:30:01", 10.75, 10.4, 10.8, 3)
+    lines.append(", ".join(f'"{quoted[fields[n]]}"' if n in fields else "Q" for n in names))
     path = tmp_path / "WDC_ticks.csv"
     path.write_text("\n".join(lines) + "\n")
 
     bins, dlq, summary = replay(tmp_path, str(path), "--no-spread")
 
-    assert dlq == [] and "ticks=3 " in summary and "skipped=1" in summary
+    assert dlq == [] and "ticks=4 " in summary and "skipped=1" in summary
     start = eastern_ms("03/08/2024", "09:30:00")
     assert got_bins(bins) == expected_bins(
-        [("WDC", start, 10.0, 100), ("WDC", start, 10.25, 5), ("WDC", start + 1000, 10.5, 7)]
+        [("WDC", start, 10.0, 100), ("WDC", start, 10.25, 5), ("WDC", start + 1000, 10.5, 7),
+         ("WDC", start + 1000, 10.75, 3)]
     )
 
 

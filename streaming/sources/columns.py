@@ -107,7 +107,9 @@ def table_candidates(
     if "ts" in columns:
         ts = epoch_ms(pl.col(columns["ts"]), table.schema[columns["ts"]])
     else:
-        ts = eastern_to_epoch_ms(pl.col(columns["date"]).cast(pl.String), pl.col(columns["time"]).cast(pl.String))
+        # Trimmed like every other field (and like the Kibot reader does), so `03/08/2024, 09:30:00`
+        # parses the same whichever order the header puts the columns in.
+        ts = eastern_to_epoch_ms(col("date", pl.String()), col("time", pl.String()))
     # A symbol column names every row itself (an empty cell is a row without a symbol, not one to
     # fill in from elsewhere); `symbol` (the file name's, else --symbol) is for tables without one.
     sym = col("symbol", pl.String()) if "symbol" in columns else pl.lit(symbol, pl.String)
