@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from streaming.bounds import SYMBOL_RULE, is_symbol
 from streaming.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -119,6 +120,14 @@ class ReplaySettings(BaseSettings):
     # Paced replays: write a watermark record to every ticks.raw partition this often (0 = never),
     # so the aggregator closes a quiet partition's windows on the replay's clock (docs/aggregator.md).
     watermark_interval_ms: int = Field(0, ge=0)
+
+    @field_validator("symbol")
+    @classmethod
+    def _symbol_in_pattern(cls, value: str | None) -> str | None:
+        # The symbol lands in JSON, a Kafka key and ids: only the one documented pattern is safe there.
+        if value is not None and not is_symbol(value):
+            raise ValueError(f"not a symbol ({SYMBOL_RULE})")
+        return value
 
 
 class AggSettings(BaseSettings):
@@ -260,7 +269,8 @@ def _one_line(section: type[BaseSettings], exc: ValidationError) -> str:
     env_name = name if name.upper().startswith(prefix.upper()) else f"{prefix}{name}"
     value = err.get("input")
     shown = "" if isinstance(value, dict) else f" (got {value!r})"
-    return f"{env_name.upper().rstrip('_')}: {err['msg']}{shown}"
+    message = str(err["msg"]).removeprefix("Value error, ")  # a field validator's own sentence
+    return f"{env_name.upper().rstrip('_')}: {message}{shown}"
 
 
 def load_settings(env_file: str | None = None, **overrides: dict[str, Any]) -> Settings:

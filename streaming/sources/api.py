@@ -22,15 +22,15 @@ from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from streaming.bounds import is_symbol
 from streaming.errors import SourceError
-from streaming.sources.files import read_ticks, source_format
+from streaming.sources.files import read_ticks, refuse_repeats, source_format
 from streaming.sources.naming import symbol_from_filename
 from streaming.sources.pacing_api import batch_bounds
 
 EASTERN = ZoneInfo("America/New_York")
 BATCH_LINES = 2_000
 READ_ROWS = 20_000
-_SYMBOL = re.compile(r"^[A-Z][A-Z.]{0,15}$")
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,7 @@ def create_app(files: Sequence[str]) -> FastAPI:
     paths = [str(Path(f)) for f in files]
     if not paths:
         raise SourceError("the tick API needs at least one tick file")
+    refuse_repeats(paths)
     for path in paths:
         source_format(Path(path))
     named = {symbol_from_filename(p) for p in paths}
@@ -144,7 +145,7 @@ def create_app(files: Sequence[str]) -> FastAPI:
         wanted: frozenset[str] | None = None
         if symbols:
             wanted = frozenset(s.strip().upper() for s in symbols.split(",") if s.strip())
-            bad = sorted(s for s in wanted if not _SYMBOL.match(s))
+            bad = sorted(s for s in wanted if not is_symbol(s))
             if bad:
                 raise HTTPException(422, f"symbols: not a symbol: {', '.join(bad)}")
             if known is not None and not wanted <= known:

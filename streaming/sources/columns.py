@@ -36,8 +36,15 @@ def parse_mapping(text: str | None) -> dict[str, str]:
 
 
 def resolve_columns(header: list[str], mapping: dict[str, str], source: str) -> dict[str, str]:
-    """Tick field -> column of this table, from the mapping or the aliases."""
-    by_lower = {name.strip().lower(): name for name in header}
+    """Tick field -> column of this table, from the mapping or the aliases (SourceError naming what is wrong)."""
+    lowered = [name.strip().lower() for name in header]
+    if "" in lowered:
+        raise SourceError(f"{source}: column {lowered.index('') + 1} of the header has an empty name in {header}")
+    twice = sorted({name for name, low in zip(header, lowered, strict=True) if lowered.count(low) > 1})
+    if twice:
+        # Which of the two would be the price? Refused rather than guessed.
+        raise SourceError(f"{source}: column(s) {', '.join(twice)} named twice in the header {header}")
+    by_lower = dict(zip(lowered, header, strict=True))
     resolved: dict[str, str] = {}
     for field, aliases in ALIASES.items():
         if field in mapping:
@@ -52,8 +59,12 @@ def resolve_columns(header: list[str], mapping: dict[str, str], source: str) -> 
     if "ts" not in resolved and not {"date", "time"} <= resolved.keys():
         missing.append("ts (or date + time)")
     if missing:
+        known = {alias for aliases in ALIASES.values() for alias in aliases}
+        unknown = [name for name in header if name.strip().lower() not in known and name not in mapping.values()]
+        hint = f" (not recognised: {', '.join(unknown)})" if unknown else ""
         raise SourceError(
-            f"{source}: cannot find column(s) {', '.join(missing)} in {header}; give a mapping like price=Last,ts=Time"
+            f"{source}: cannot find column(s) {', '.join(missing)} in {header}{hint}; "
+            "give a mapping like price=Last,ts=Time"
         )
     return resolved
 
@@ -96,10 +107,12 @@ def table_candidates(
     if "ts" in columns:
         ts = epoch_ms(pl.col(columns["ts"]), table.schema[columns["ts"]])
     else:
-        ts = eastern_to_epoch_ms(pl.col(columns["date"]).cast(pl.String), pl.col(columns["time"]).cast(pl.String))
-    sym = col("symbol", pl.String()) if "symbol" in columns else pl.lit(None, pl.String)
-    if symbol is not None:
-        sym = pl.lit(symbol, pl.String) if "symbol" not in columns else pl.coalesce(sym, pl.lit(symbol))
+        # Trimmed like every other field (and like the Kibot reader does), so `03/08/2024, 09:30:00`
+        # parses the same whichever order the header puts the columns in.
+        ts = eastern_to_epoch_ms(col("date", pl.String()), col("time", pl.String()))
+    # A symbol column names every row itself (an empty cell is a row without a symbol, not one to
+    # fill in from elsewhere); `symbol` (the file name's, else --symbol) is for tables without one.
+    sym = col("symbol", pl.String()) if "symbol" in columns else pl.lit(symbol, pl.String)
     return table.select(
         lines.alias("line"),
         payload.alias("payload"),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
+from streaming.bounds import SYMBOL_RULE
 from streaming.errors import SourceError
 from streaming.sources.columns import parse_mapping
 from streaming.sources.frames import PUBLIC_COLUMNS, TickChunk
@@ -32,6 +33,8 @@ def source_format(path: Path) -> str:
         return "parquet"
     open_checked(path)
     line = first_line(path)
+    # Positional Kibot only without a header or with Kibot's exact one; a header in any other
+    # order (even one starting Date,Time) is read by its column names as a generic CSV.
     if not line or is_kibot_header(line) or _KIBOT_ROW.match(line):
         return "kibot"
     if line[:1].isalpha() or line[:1] == '"':
@@ -47,16 +50,40 @@ def open_file(
 ) -> Iterator[TickChunk]:
     """One file's chunks in file order (SourceError at once when it cannot be read)."""
     fmt = source_format(path)
-    chosen = symbol or symbol_from_filename(path)
+    # The help text's precedence: a symbol column, else the file name, and --symbol only for files
+    # without either (so AAA_x.txt and BBB_y.txt are never relabelled into one stream).
+    chosen = symbol_from_filename(path) or symbol
     if fmt == "kibot":
         if chosen is None:
             raise SourceError(
-                f"{path}: cannot tell the symbol (name the file SYMBOL_..., e.g. WDC_tickbidask.txt, or pass --symbol)"
+                f"{path}: cannot tell the symbol: the file name does not start with one ({SYMBOL_RULE}, then '_', "
+                "e.g. WDC_tickbidask.txt); rename the file or pass --symbol"
             )
         return read_kibot(path, chosen, chunk_rows, src)
     if fmt == "csv":
         return read_csv_table(path, chosen, columns or {}, chunk_rows, src)
     return read_parquet_table(path, chosen, columns or {}, chunk_rows, src)
+
+
+def refuse_repeats(sources: Sequence[str | Path]) -> None:
+    """SourceError when two sources are one file (`x`, `./x`, a symlink, a hard link) or one URL.
+
+    Read twice, every tick of it would count twice; files are compared by device and inode.
+    """
+    seen: dict[tuple[object, ...], str] = {}
+    for raw in sources:
+        text = str(raw)
+        if "://" in text:
+            key: tuple[object, ...] = ("url", text)
+        else:
+            try:
+                stat = Path(text).stat()
+            except OSError:
+                continue  # missing or unreadable: opening it says so in its own words
+            key = (stat.st_dev, stat.st_ino)
+        if key in seen:
+            raise SourceError(f"{text}: the same source as {seen[key]}, given twice (every tick would count twice)")
+        seen[key] = text
 
 
 def spread_stream(stream: Iterator[TickChunk], whole_seconds_only: bool) -> Iterator[TickChunk]:
@@ -88,6 +115,7 @@ def tick_stream(
     """
     if not paths:
         raise SourceError("no tick source given")
+    refuse_repeats(paths)
     mapping = parse_mapping(columns) if isinstance(columns, str) or columns is None else columns
     # The merge holds a chunk of every file at once: share the chunk budget so memory stays flat.
     chunk_rows = max(MIN_FILE_CHUNK_ROWS, chunk_rows // len(paths))

@@ -13,6 +13,8 @@ from streaming.bounds import (
     MAX_SIZE,
     PRICE_DECIMALS,
     PRICE_SCALE,
+    SYMBOL_REGEX,
+    SYMBOL_RULE,
 )
 
 TICK_SCHEMA: dict[str, pl.DataType] = {
@@ -85,7 +87,9 @@ def _row_rules() -> list[tuple[pl.Expr, str, str]]:
         (pl.col("size") > MAX_SIZE, "out_of_range", f"size above MAX_SIZE ({MAX_SIZE:,} shares)"),
         (notional_over, "out_of_range", f"price * size above MAX_NOTIONAL ({MAX_NOTIONAL:,.0f} dollars)"),
         (pl.col("symbol").is_null() | (pl.col("symbol") == ""), "bad_symbol",
-         "no symbol (give --symbol or a symbol column)"),
+         "no symbol (an empty symbol cell, or no symbol column, file-name symbol or --symbol)"),
+        # A symbol outside the one pattern would need escaping in JSON, Kafka keys and ids: refused here.
+        (~pl.col("symbol").str.contains(SYMBOL_REGEX), "bad_symbol", f"symbol is not {SYMBOL_RULE}"),
     ]
 
 

@@ -11,12 +11,15 @@ from streaming.sources.frames import TickChunk, checked, skipped_rows
 from streaming.sources.lines import line_chunks
 
 KIBOT_FIELDS = ["date", "time", "price", "bid", "ask", "size"]
+# Kibot's own header, compared without case and spaces. Only this exact order is read by position:
+# any other header (`Date,Time,Bid,Ask,Price,Size`) is a generic CSV read by the column names.
+KIBOT_HEADER = ",".join(KIBOT_FIELDS)
 EXCHANGE_TZ = "America/New_York"
 
 
 def is_kibot_header(line: str) -> bool:
-    """Whether a line is a `Date,Time,Price,...` header rather than a tick."""
-    return line.strip().lower().replace(" ", "").startswith("date,time,")
+    """Whether a line is Kibot's own `Date,Time,Price,Bid,Ask,Size` header (any case, spaces ignored)."""
+    return line.strip().lower().replace(" ", "") == KIBOT_HEADER
 
 
 def eastern_to_epoch_ms(date: pl.Expr, time: pl.Expr) -> pl.Expr:
@@ -32,7 +35,10 @@ def parse_kibot_lines(numbers: pl.Series, raw: pl.Series, symbol: str | None, fi
     """Parse one chunk of Kibot lines vectorised; bad rows become rejects with reason and detail."""
     frame = pl.DataFrame([numbers.alias("line"), raw.alias("payload")])
     blank = frame["payload"].str.strip_chars() == ""
-    header = frame["payload"].str.to_lowercase().str.replace_all(" ", "", literal=True).str.starts_with("date,time,")
+    # The same test as is_kibot_header: a header in another order inside the file is not skipped
+    # (its fields do not parse, so it is dead-lettered as malformed with its line).
+    normal = frame["payload"].str.to_lowercase().str.replace_all(" ", "", literal=True).str.strip_chars()
+    header = normal == KIBOT_HEADER
     skipped = frame.filter(blank)
     headers = frame.filter(header & ~blank)
     rows = frame.filter(~blank & ~header)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-_LEADING_SYMBOL = re.compile(r"^([A-Z.]+)_")
+from streaming.bounds import is_symbol
 
 
 def symbol_from_filename(path: str | Path) -> str | None:
-    """The leading [A-Z.]+ before the first `_` of the file name, or None when there is none."""
-    match = _LEADING_SYMBOL.match(Path(path).name)
-    return match.group(1) if match else None
+    """The part of the file name before its first `_`, when it is a symbol (streaming.bounds); else None.
+
+    A name whose prefix is outside the pattern (`BAD"X_ticks.txt`, `wdc_ticks.txt`) names no symbol:
+    the file then needs a symbol column or `--symbol`, and a Kibot file without either is refused.
+    """
+    prefix, sep, _ = Path(path).name.partition("_")
+    return prefix if sep and is_symbol(prefix) else None

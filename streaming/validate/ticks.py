@@ -7,12 +7,12 @@ resolution) is parsed here from scratch.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
+from streaming.bounds import is_symbol
 from streaming.errors import SourceError
 
 KIBOT_COLUMNS = ["date", "time", "price", "bid", "ask", "size"]
@@ -37,19 +37,26 @@ class TickFile:
     rejected: int
 
 
+def _named_symbol(path: Path) -> str | None:
+    """The symbol before the first `_` of the file name (any case), or None when it is not one."""
+    prefix, sep, _ = path.name.partition("_")
+    return prefix.upper() if sep and is_symbol(prefix.upper()) else None
+
+
 def symbol_from_path(path: Path) -> str:
-    """The symbol a Kibot file name starts with (`WDC_tickbidask.txt` -> `WDC`)."""
-    match = re.match(r"^([A-Za-z][A-Za-z0-9.\-]*)_", path.name)
-    if not match:
+    """The symbol a Kibot file name starts with (`WDC_tickbidask.txt` -> `WDC`), by the contract's pattern."""
+    named = _named_symbol(path)
+    if named is None:
         raise SourceError(f"cannot tell the symbol from the file name {path.name!r}; pass --symbol")
-    return match.group(1).upper()
+    return named
 
 
 def read_kibot(path: Path, symbol: str | None = None) -> TickFile:
     """Parse a Kibot tick file; rows that do not parse or have a non-positive price/size are rejected."""
     if not path.is_file():
         raise SourceError(f"no such tick file: {path}")
-    sym = symbol or symbol_from_path(path)
+    # The replay's precedence: the file name's symbol, --symbol only for a file without one.
+    sym = _named_symbol(path) or symbol or symbol_from_path(path)
     raw = pl.read_csv(
         path,
         has_header=False,
