@@ -10,6 +10,7 @@ from pathlib import Path
 from streaming.aggregate.dead_letters import decode_bin, late_record, poison_record
 from streaming.aggregate.windows import PartitionWindows, WindowConfig
 from streaming.errors import SourceError
+from streaming.outputs import atomic_files
 from streaming.records import Bar, Bin, DlqRecord, encode
 
 
@@ -60,41 +61,37 @@ def aggregate_file(src: Path, dst: Path, dlq_path: Path | None, config: WindowCo
     windows = PartitionWindows(config)
     bins_in = bars_out = late_count = poison = 0
     source = str(src)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    dlq_fh = dlq_path.open("wb") if dlq_path is not None else None
-    try:
-        with dst.open("wb") as out:
+    # Bars and DLQ appear together at their names only when the whole input was read.
+    with atomic_files(dst, dlq_path) as (out, dlq_out):
+        assert out is not None
 
-            def write(bars: list[Bar], late: list, clock: int) -> int:  # type: ignore[type-arg]
-                for bar in bars:
-                    out.write(encode(bar) + b"\n")
-                if dlq_fh is not None:
-                    for x in late:
-                        rec = late_record(x, source, {"file": source, "line": x.offset}, clock)
-                        dlq_fh.write(encode(rec) + b"\n")
-                return len(late)
+        def write(bars: list[Bar], late: list, clock: int) -> int:  # type: ignore[type-arg]
+            for bar in bars:
+                out.write(encode(bar) + b"\n")
+            if dlq_out is not None:
+                for x in late:
+                    rec = late_record(x, source, {"file": source, "line": x.offset}, clock)
+                    dlq_out.write(encode(rec) + b"\n")
+            return len(late)
 
-            for line_no, raw in _lines(src):
-                decoded = decode_bin(raw)
-                clock = now_ms()
-                if isinstance(decoded, tuple):
-                    poison += 1
-                    if dlq_fh is not None:
-                        rec = poison_record(decoded[0], decoded[1], raw, source,
-                                            {"file": source, "line": line_no}, clock)
-                        dlq_fh.write(encode(rec) + b"\n")
-                    continue
-                bins_in += 1
-                windows.add(decoded, line_no, clock)
-                if windows.bars or windows.late:
-                    bars, late = windows.drain()
-                    bars_out += len(bars)
-                    late_count += write(bars, late, clock)
-            windows.flush_all(now_ms())
-            bars, late = windows.drain()
-            bars_out += len(bars)
-            late_count += write(bars, late, now_ms())
-    finally:
-        if dlq_fh is not None:
-            dlq_fh.close()
+        for line_no, raw in _lines(src):
+            decoded = decode_bin(raw)
+            clock = now_ms()
+            if isinstance(decoded, tuple):
+                poison += 1
+                if dlq_out is not None:
+                    rec = poison_record(decoded[0], decoded[1], raw, source,
+                                        {"file": source, "line": line_no}, clock)
+                    dlq_out.write(encode(rec) + b"\n")
+                continue
+            bins_in += 1
+            windows.add(decoded, line_no, clock)
+            if windows.bars or windows.late:
+                bars, late = windows.drain()
+                bars_out += len(bars)
+                late_count += write(bars, late, clock)
+        windows.flush_all(now_ms())
+        bars, late = windows.drain()
+        bars_out += len(bars)
+        late_count += write(bars, late, now_ms())
     return OfflineResult(bins_in, bars_out, late_count, poison)
