@@ -402,3 +402,15 @@ def test_validator_models_the_spreading_of_out_of_order_seconds(tmp_path: Path) 
                     and b["start_ts_ms"] < epoch_ms(6))
     assert starts == [(0, 2), (500, 2)]
     assert report["totals"]["ticks"] == 6
+
+
+def test_validator_builds_bars_over_bins_in_event_time_order(tmp_path: Path) -> None:
+    # Second 5 (a +0 ms, b +500 ms), a late-but-allowed tick of second 4, then d of second 5 again
+    # (+0 ms, a new run): the bar's close is the close of its latest bin (b), not the last tick read (d).
+    rows = [row(5, 10.0, 1), row(5, 10.1, 2), row(4, 10.2, 3), row(5, 10.3, 4), row(6, 10.5, 6)]
+    ticks = write(tmp_path / "AAA_late.txt", "\n".join(rows) + "\n")
+    done, report = chain(ticks, tmp_path, "--max-late-ms", "2000")
+    assert done.returncode == 0, done.stdout
+    bar = next(b for b in jsonl(tmp_path / "bars.jsonl") if b["start_ts_ms"] == epoch_ms(5))
+    assert (bar["open"], bar["close"], bar["volume"], bar["bin_count"]) == (10.0, 10.1, 7, 2)
+    assert report["verdict"] == "PASS" and report["totals"]["ticks"] == 5

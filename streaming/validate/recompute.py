@@ -67,15 +67,26 @@ def bins_from_ticks(ticks: pl.DataFrame, bin_ms: int, spread: bool) -> pl.DataFr
 
 
 def bars_from_ticks(ticks: pl.DataFrame, window_ms: int, bin_ms: int, spread: bool) -> pl.DataFrame:
-    """The bars the aggregator should emit for these ticks; bin_count counts the bins of each window."""
-    timed = event_times(ticks, spread).with_columns(
-        ((pl.col("event_ms") // window_ms) * window_ms).alias("start_ts_ms"),
-        ((pl.col("event_ms") // bin_ms) * bin_ms).alias("bin_start"),
+    """The bars the aggregator should emit for these ticks; bin_count counts the bins of each window.
+
+    As the contract defines a bar over its bins in event-time order: open is the open of the
+    earliest bin, close the close of the latest (each bin's open/close in arrival order), so
+    out-of-order ticks within a window give the same bar as the aggregator's bins do.
+    """
+    bins = bins_from_ticks(ticks, bin_ms, spread).with_columns(
+        ((pl.col("start_ts_ms") // window_ms) * window_ms).alias("window_start")
     )
-    bars = timed.group_by(["symbol", "start_ts_ms"]).agg(
-        *_ohlcv("seq"), pl.col("bin_start").n_unique().cast(pl.Int64).alias("bin_count")
+    bars = bins.group_by(["symbol", "window_start"]).agg(
+        pl.col("open").sort_by("start_ts_ms").first(),
+        pl.col("high").max(),
+        pl.col("low").min(),
+        pl.col("close").sort_by("start_ts_ms").last(),
+        pl.col("volume").sum().cast(pl.Int64),
+        pl.col("notional").sum(),
+        pl.col("trade_count").sum().cast(pl.Int64),
+        pl.len().cast(pl.Int64).alias("bin_count"),
     )
-    return _finish_bars(bars, window_ms)
+    return _finish_bars(bars.rename({"window_start": "start_ts_ms"}), window_ms)
 
 
 def bars_from_bins(bins: pl.DataFrame, window_ms: int) -> pl.DataFrame:
