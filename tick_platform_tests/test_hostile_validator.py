@@ -215,6 +215,20 @@ def test_a_completed_run_replaces_the_output_with_the_whole_file(tmp_path: Path)
     assert out.stat().st_mode & 0o777 == 0o666 & ~_umask()
 
 
+def test_an_output_that_cannot_be_written_is_one_line_error(tmp_path: Path) -> None:
+    ticks = write(tmp_path / "AAA_t.txt", "\n".join(good_rows(20)) + "\n")
+    bins, bars = tmp_path / "bins.jsonl", tmp_path / "bars.jsonl"
+    replay_to_jsonl([str(ticks)], bins, None, settings())
+    aggregate_offline.aggregate_file(bins, bars, None, _window_config())
+    blocked = ticks / "sub" / "out.jsonl"  # a folder under a file: nothing can be created there
+    for args in (["replay", str(ticks), "--to", str(blocked)], ["aggregate", "--from", str(bins), "--to", str(blocked)],
+                 ["validate", "--bins", str(bins), "--bars", str(bars), "--json", str(blocked)]):
+        done = cli(*args)
+        assert done.returncode == 1, (args, done.stdout, done.stderr)
+        assert "Traceback" not in done.stderr
+        assert done.stderr.strip().splitlines() == [f"error: cannot write {blocked}: Not a directory"]
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
