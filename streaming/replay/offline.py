@@ -51,11 +51,6 @@ class JsonlSink:
             self._dlq.flush()
         self._done = checkpoint.done
 
-    @property
-    def published(self) -> bool:
-        """True once both files were renamed to their names (the run reached the end of its input)."""
-        return self._done and not self._out.open
-
     def close(self) -> None:
         """Rename both files into place when the last commit finished the input, else remove them."""
         files = [f for f in (self._dlq, self._out) if f is not None]
