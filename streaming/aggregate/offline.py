@@ -10,6 +10,7 @@ from pathlib import Path
 from streaming.aggregate.dead_letters import decode_bin, late_record, poison_record
 from streaming.aggregate.windows import LateBin, PartitionWindows, WindowConfig
 from streaming.errors import SourceError
+from streaming.outputs import atomic_files
 from streaming.records import Bar, Bin, DlqRecord, encode
 
 
@@ -63,46 +64,42 @@ def aggregate_file(src: Path, dst: Path, dlq_path: Path | None, config: WindowCo
     bins_in = bars_out = poison = 0
     refused: dict[str, int] = {}  # DLQ reason -> bins the windows did not count
     source = str(src)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    dlq_fh = dlq_path.open("wb") if dlq_path is not None else None
-    try:
-        with dst.open("wb") as out:
+    # Bars and DLQ appear together at their names only when the whole input was read.
+    with atomic_files(dst, dlq_path) as (out, dlq_out):
+        assert out is not None
 
-            def write(bars: list[Bar], late: list[LateBin], clock: int) -> None:
-                for bar in bars:
-                    out.write(encode(bar) + b"\n")
-                for x in late:
-                    refused[x.reason] = refused.get(x.reason, 0) + 1
-                    if dlq_fh is not None:
-                        rec = late_record(x, source, {"file": source, "line": x.offset}, clock)
-                        dlq_fh.write(encode(rec) + b"\n")
+        def write(bars: list[Bar], late: list[LateBin], clock: int) -> None:
+            for bar in bars:
+                out.write(encode(bar) + b"\n")
+            for x in late:
+                refused[x.reason] = refused.get(x.reason, 0) + 1
+                if dlq_out is not None:
+                    rec = late_record(x, source, {"file": source, "line": x.offset}, clock)
+                    dlq_out.write(encode(rec) + b"\n")
 
-            for line_no, raw in _lines(src):
-                decoded = decode_bin(raw)
-                clock = now_ms()
-                if isinstance(decoded, tuple):
-                    if decoded[0] == "out_of_range":
-                        refused["out_of_range"] = refused.get("out_of_range", 0) + 1
-                    else:
-                        poison += 1
-                    if dlq_fh is not None:
-                        rec = poison_record(decoded[0], decoded[1], raw, source,
-                                            {"file": source, "line": line_no}, clock)
-                        dlq_fh.write(encode(rec) + b"\n")
-                    continue
-                bins_in += 1
-                windows.add(decoded, line_no, clock)
-                if windows.bars or windows.late:
-                    bars, late = windows.drain()
-                    bars_out += len(bars)
-                    write(bars, late, clock)
-            windows.flush_all(now_ms())
-            bars, late = windows.drain()
-            bars_out += len(bars)
-            write(bars, late, now_ms())
-    finally:
-        if dlq_fh is not None:
-            dlq_fh.close()
+        for line_no, raw in _lines(src):
+            decoded = decode_bin(raw)
+            clock = now_ms()
+            if isinstance(decoded, tuple):
+                if decoded[0] == "out_of_range":
+                    refused["out_of_range"] = refused.get("out_of_range", 0) + 1
+                else:
+                    poison += 1
+                if dlq_out is not None:
+                    rec = poison_record(decoded[0], decoded[1], raw, source,
+                                        {"file": source, "line": line_no}, clock)
+                    dlq_out.write(encode(rec) + b"\n")
+                continue
+            bins_in += 1
+            windows.add(decoded, line_no, clock)
+            if windows.bars or windows.late:
+                bars, late = windows.drain()
+                bars_out += len(bars)
+                write(bars, late, clock)
+        windows.flush_all(now_ms())
+        bars, late = windows.drain()
+        bars_out += len(bars)
+        write(bars, late, now_ms())
     late_count = refused.get("late", 0) + refused.get("late_beyond_horizon", 0)
     poison += refused.get("bad_window", 0)  # not a bin of these windows at all
     return OfflineResult(bins_in, bars_out, late_count, poison, refused.get("duplicate_bin", 0),

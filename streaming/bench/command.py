@@ -22,6 +22,7 @@ from rich.markup import escape
 from streaming.bench.harness import Bench, Figure, Sizes, load_average
 from streaming.cli_support import console, fail, one_line_errors
 from streaming.config import PROJECT_ROOT
+from streaming.outputs import write_atomic
 
 SECTIONS = ["limit", "replay", "aggregate", "quix", "latency", "memory", "warehouse", "sensor", "profile"]
 
@@ -103,7 +104,7 @@ def bench(
             payload["load_start"], payload["load_end"] = load_start, load_average()
             payload["overrides"] = overrides
             write_report(bench_run, out, payload, chosen)
-            results.write_text(json.dumps(payload, indent=2, default=str))
+            write_atomic(results, json.dumps(payload, indent=2, default=str).encode())
             console.print(f"bench: wrote {out} and {results} in {payload['duration_s']:.0f}s", highlight=False)
     finally:
         if not keep:

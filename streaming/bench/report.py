@@ -15,6 +15,7 @@ import psutil
 
 from streaming.bench.harness import Bench, Figure
 from streaming.broker.runner import kafka_version
+from streaming.outputs import write_atomic
 
 # What would close a missed goal, by figure section (written where the table says "missed").
 CLOSERS = {
@@ -325,5 +326,4 @@ def write_report(bench: Bench, out: Path, payload: dict[str, Any], chosen: list[
               "Exactly what ran (paths relative to the project; `<N files>` = the synthetic per-symbol files):", ""]
     for section, cmds in bench.commands.items():
         lines += [f"**{section}**", "", "```", *cmds, "```", ""]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines).rstrip() + "\n")
+    write_atomic(out, ("\n".join(lines).rstrip() + "\n").encode())

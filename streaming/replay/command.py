@@ -82,3 +82,8 @@ def replay(
     out.print(summary.line(), highlight=False, soft_wrap=True, markup=False)
     if stop.signal_name is not None:
         out.print(f"stopped by {stop.signal_name}", highlight=False)
+        if to is not None:
+            # An offline run restarts from scratch: its part is removed, not left to look complete.
+            out.print(f"{to} not written (an offline replay writes its files only when it reaches the end)",
+                      highlight=False, soft_wrap=True, markup=False)
+            raise typer.Exit(130)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import IO
 
 from rich.console import Console
 
 from streaming.cli_support import StopFlag
 from streaming.config import Settings
+from streaming.outputs import AtomicFile
 from streaming.records import encode
 from streaming.replay.checkpoint import Checkpoint, derive_job_id
 from streaming.replay.driver import drive
@@ -19,15 +19,23 @@ from streaming.replay.summary import ReplaySummary
 
 
 class JsonlSink:
-    """Bins as JSON lines to one file, DLQ records to another (or nowhere)."""
+    """Bins as JSON lines to one file, DLQ records to another (or nowhere), both written atomically.
+
+    Both files appear at their names only when the input was replayed to its end: a run that
+    fails or is stopped (Ctrl+C, SIGTERM) removes its temporary files and leaves any previous
+    output as it was, since an offline run restarts from scratch and a part would look complete.
+    """
 
     def __init__(self, out_path: Path, dlq_path: Path | None) -> None:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        self._out: IO[bytes] = out_path.open("wb")
-        self._dlq: IO[bytes] | None = None
+        self._out = AtomicFile(out_path)
+        self._dlq: AtomicFile | None = None
+        self._done = False
         if dlq_path is not None:
-            dlq_path.parent.mkdir(parents=True, exist_ok=True)
-            self._dlq = dlq_path.open("wb")
+            try:
+                self._dlq = AtomicFile(dlq_path)
+            except BaseException:
+                self._out.discard()
+                raise
 
     def write(self, step: Step) -> None:
         """Append the step's bins and DLQ records."""
@@ -37,16 +45,27 @@ class JsonlSink:
             self._dlq.write(b"".join(encode(record) + b"\n" for record in step.dlq))
 
     def commit(self, checkpoint: Checkpoint) -> None:
-        """Flush both files (an offline run restarts from scratch, so the checkpoint is not kept)."""
+        """Flush both files and note whether the input is finished (the checkpoint itself is not kept)."""
         self._out.flush()
         if self._dlq is not None:
             self._dlq.flush()
+        self._done = checkpoint.done
 
     def close(self) -> None:
-        """Close both files."""
-        self._out.close()
-        if self._dlq is not None:
-            self._dlq.close()
+        """Rename both files into place when the last commit finished the input, else remove them."""
+        files = [f for f in (self._dlq, self._out) if f is not None]
+        if not self._done:
+            for f in files:
+                f.discard()
+            return
+        try:
+            # The DLQ first: a bins file at its name then always has its DLQ beside it.
+            for f in files:
+                f.commit()
+        except BaseException:
+            for f in files:
+                f.discard()
+            raise
 
 
 def replay_to_jsonl(

@@ -31,20 +31,48 @@ def eastern_to_epoch_ms(date: pl.Expr, time: pl.Expr) -> pl.Expr:
     return stamp.dt.replace_time_zone(EXCHANGE_TZ, ambiguous="earliest", non_existent="null").dt.epoch("ms")
 
 
-def parse_kibot_lines(numbers: pl.Series, raw: pl.Series, symbol: str | None, file: str, src: int) -> TickChunk:
-    """Parse one chunk of Kibot lines vectorised; bad rows become rejects with reason and detail."""
-    frame = pl.DataFrame([numbers.alias("line"), raw.alias("payload")])
-    blank = frame["payload"].str.strip_chars() == ""
+def skip_reason(payload: pl.Expr) -> pl.Expr:
+    """"blank" or "header" for a Kibot line that is no tick and no error (counted as skipped), else null.
+
+    One of the row acceptance rules of a Kibot file, shared by the replay and the validator.
+    """
+    blank = payload.str.strip_chars() == ""
     # The same test as is_kibot_header: a header in another order inside the file is not skipped
     # (its fields do not parse, so it is dead-lettered as malformed with its line).
-    normal = frame["payload"].str.to_lowercase().str.replace_all(" ", "", literal=True).str.strip_chars()
-    header = normal == KIBOT_HEADER
-    skipped = frame.filter(blank)
-    headers = frame.filter(header & ~blank)
-    rows = frame.filter(~blank & ~header)
+    header = payload.str.to_lowercase().str.replace_all(" ", "", literal=True).str.strip_chars() == KIBOT_HEADER
+    return pl.when(blank).then(pl.lit("blank")).when(header).then(pl.lit("header"))
+
+
+def shape_rules(field_count: pl.Expr, bid: pl.Expr, ask: pl.Expr) -> list[pl.Expr]:
+    """`reason` and `detail` of a Kibot row refused for its shape, before the value checks of `checked`.
+
+    A row must have exactly the six fields, and bid/ask (already cast, null when not a number)
+    must be numbers. Shared by the replay and the validator, so both accept the same rows.
+    """
+    wrong_count = field_count != len(KIBOT_FIELDS)
+    return [
+        pl.when(wrong_count | bid.is_null() | ask.is_null()).then(pl.lit("malformed")).alias("reason"),
+        pl.when(wrong_count)
+        .then(pl.format("expected 6 fields (Date,Time,Price,Bid,Ask,Size), got {}", field_count))
+        .when(bid.is_null())
+        .then(pl.lit("bid is not a number"))
+        .when(ask.is_null())
+        .then(pl.lit("ask is not a number"))
+        .alias("detail"),
+    ]
+
+
+def parse_kibot_lines(numbers: pl.Series, raw: pl.Series, symbol: str | None, file: str, src: int) -> TickChunk:
+    """Parse one chunk of Kibot lines vectorised; bad rows become rejects with reason and detail."""
+    frame = pl.DataFrame([numbers.alias("line"), raw.alias("payload")]).with_columns(
+        skip_reason(pl.col("payload")).alias("skip")
+    )
+    skipped = frame.filter(pl.col("skip") == "blank")
+    headers = frame.filter(pl.col("skip") == "header")
+    rows = frame.filter(pl.col("skip").is_null()).drop("skip")
     fields = rows["payload"].str.split_exact(",", len(KIBOT_FIELDS) - 1).struct.rename_fields(KIBOT_FIELDS)
     commas = rows["payload"].str.count_matches(",", literal=True)
-    parsed = rows.with_columns(fields.struct.unnest()).with_columns(
+    parsed = rows.with_columns(*fields.struct.unnest(), (commas + 1).alias("fields")).with_columns(
         pl.col(name).str.strip_chars() for name in KIBOT_FIELDS
     )
     candidates = parsed.select(
@@ -56,19 +84,8 @@ def parse_kibot_lines(numbers: pl.Series, raw: pl.Series, symbol: str | None, fi
         pl.col("bid").cast(pl.Float64, strict=False),
         pl.col("ask").cast(pl.Float64, strict=False),
         pl.col("size").cast(pl.Int64, strict=False),
-        pl.when(commas != len(KIBOT_FIELDS) - 1).then(pl.lit("malformed")).alias("reason"),
-        pl.when(commas != len(KIBOT_FIELDS) - 1)
-        .then(pl.format("expected 6 fields (Date,Time,Price,Bid,Ask,Size), got {}", commas + 1))
-        .when(pl.col("bid").cast(pl.Float64, strict=False).is_null())
-        .then(pl.lit("bid is not a number"))
-        .when(pl.col("ask").cast(pl.Float64, strict=False).is_null())
-        .then(pl.lit("ask is not a number"))
-        .alias("detail"),
-    ).with_columns(
-        reason=pl.when(pl.col("reason").is_null() & (pl.col("bid").is_null() | pl.col("ask").is_null()))
-        .then(pl.lit("malformed"))
-        .otherwise(pl.col("reason"))
-    )
+        "fields",
+    ).with_columns(shape_rules(pl.col("fields"), pl.col("bid"), pl.col("ask"))).drop("fields")
     chunk = checked(candidates, file, src)
     extra = [
         skipped_rows(skipped["line"], skipped["payload"], "blank", file, src),

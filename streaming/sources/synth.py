@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from streaming.outputs import AtomicFile, write_atomic
+
 SESSION_START_S = 9 * 3600 + 30 * 60
 SESSION_S = 6 * 3600 + 30 * 60
 KNOWN_SYMBOLS = [
@@ -93,7 +95,7 @@ def write_synth(symbols: int, ticks_per_symbol: int, seed: int, day: Date, out_d
     for index, symbol in enumerate(synth_symbols(symbols)):
         path = out_dir / f"{symbol}_tickbidask.txt"
         frame = kibot_frame(synth_ticks(index, ticks_per_symbol, seed), day)
-        frame.write_csv(path, include_header=False)
+        write_atomic(path, frame.write_csv(include_header=False).encode())
         written.append(SynthFile(symbol, path, frame.height))
     return written
 
@@ -108,5 +110,7 @@ def merge_files(files: list[SynthFile], out_path: Path) -> int:
     merged = pl.concat(frames).sort("time", maintain_order=True).select(
         "symbol", "date", "time", "price", "bid", "ask", "size"
     )
-    merged.sink_csv(out_path)
+    with AtomicFile(out_path) as out:
+        # polars streams into the temporary name; the rename publishes the file only when it is complete.
+        merged.sink_csv(out.tmp_path)
     return sum(f.ticks for f in files)

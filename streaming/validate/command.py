@@ -56,7 +56,8 @@ def validate(
             )
     render(report, out)
     if json_report is not None:
-        report.write_json(json_report)
+        with one_line_errors():  # an unwritable --json path is one line, not a traceback
+            report.write_json(json_report)
         console.print(f"report written to {json_report}")
     if not report.ok:
         raise typer.Exit(1)

@@ -16,14 +16,25 @@ BAR_FIELDS_FLOAT = [*BIN_FIELDS_FLOAT, "vwap"]
 
 
 def event_times(ticks: pl.DataFrame, spread: bool) -> pl.DataFrame:
-    """Add `event_ms`: the tick's second, plus floor(i*1000/n) ms for the i-th of n ticks when spread."""
+    """Add `event_ms`: the tick's second, plus floor(i*1000/n) ms for the i-th of n ticks when spread.
+
+    As the replay documents it (docs/replay.md): the n ticks are those of one symbol in one
+    run of the same second in file order (per file, `src`); a second that comes back after
+    another second (out-of-order input) is a new run.
+    """
     if not spread:
         return ticks.with_columns(pl.col("ts_ms").alias("event_ms"))
-    second = ["symbol", "ts_ms"]
-    ordered = ticks.sort(["symbol", "seq"])
-    index = pl.int_range(pl.len(), dtype=pl.Int64).over(second)
-    count = pl.len().over(second).cast(pl.Int64)
-    return ordered.with_columns((pl.col("ts_ms") + (index * 1000) // count).alias("event_ms"))
+    if "src" not in ticks.columns:
+        ticks = ticks.with_columns(pl.lit(0, pl.Int64).alias("src"))
+    second = pl.col("ts_ms") // 1000
+    ordered = ticks.sort(["src", "seq"]).with_columns(
+        # A new run where the second changes from the previous tick of the same file.
+        _run=(second != second.shift(1).over("src")).fill_null(True).cum_sum()
+    )
+    group = ["_run", "symbol"]
+    index = pl.int_range(pl.len(), dtype=pl.Int64).over(group)
+    count = pl.len().over(group).cast(pl.Int64)
+    return ordered.with_columns((second * 1000 + (index * 1000) // count).alias("event_ms")).drop("_run")
 
 
 def _ohlcv(order_by: str) -> list[pl.Expr]:
@@ -56,15 +67,26 @@ def bins_from_ticks(ticks: pl.DataFrame, bin_ms: int, spread: bool) -> pl.DataFr
 
 
 def bars_from_ticks(ticks: pl.DataFrame, window_ms: int, bin_ms: int, spread: bool) -> pl.DataFrame:
-    """The bars the aggregator should emit for these ticks; bin_count counts the bins of each window."""
-    timed = event_times(ticks, spread).with_columns(
-        ((pl.col("event_ms") // window_ms) * window_ms).alias("start_ts_ms"),
-        ((pl.col("event_ms") // bin_ms) * bin_ms).alias("bin_start"),
+    """The bars the aggregator should emit for these ticks; bin_count counts the bins of each window.
+
+    As the contract defines a bar over its bins in event-time order: open is the open of the
+    earliest bin, close the close of the latest (each bin's open/close in arrival order), so
+    out-of-order ticks within a window give the same bar as the aggregator's bins do.
+    """
+    bins = bins_from_ticks(ticks, bin_ms, spread).with_columns(
+        ((pl.col("start_ts_ms") // window_ms) * window_ms).alias("window_start")
     )
-    bars = timed.group_by(["symbol", "start_ts_ms"]).agg(
-        *_ohlcv("seq"), pl.col("bin_start").n_unique().cast(pl.Int64).alias("bin_count")
+    bars = bins.group_by(["symbol", "window_start"]).agg(
+        pl.col("open").sort_by("start_ts_ms").first(),
+        pl.col("high").max(),
+        pl.col("low").min(),
+        pl.col("close").sort_by("start_ts_ms").last(),
+        pl.col("volume").sum().cast(pl.Int64),
+        pl.col("notional").sum(),
+        pl.col("trade_count").sum().cast(pl.Int64),
+        pl.len().cast(pl.Int64).alias("bin_count"),
     )
-    return _finish_bars(bars, window_ms)
+    return _finish_bars(bars.rename({"window_start": "start_ts_ms"}), window_ms)
 
 
 def bars_from_bins(bins: pl.DataFrame, window_ms: int) -> pl.DataFrame:
@@ -91,7 +113,11 @@ def _finish_bars(bars: pl.DataFrame, window_ms: int) -> pl.DataFrame:
     return (
         bars.with_columns(
             (pl.col("start_ts_ms") + window_ms).alias("end_ts_ms"),
-            (pl.col("notional") / pl.col("volume")).alias("vwap"),
+            # The contract: vwap = notional / volume, and close for a bar without volume (size-0 ticks only).
+            pl.when(pl.col("volume") == 0)
+            .then(pl.col("close"))
+            .otherwise(pl.col("notional") / pl.col("volume"))
+            .alias("vwap"),
             _id("symbol", "start_ts_ms"),
         )
         .rename({"id": "bar_id"})

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import polars as pl
 
+from streaming.outputs import write_atomic
 from streaming.records import Bar, Bin, encode
 from streaming.validate.recompute import bars_from_bins, bins_from_ticks
 
@@ -50,5 +51,5 @@ def reference_bars(bins: list[Bin], window_ms: int = 1_000, ingest_ts_ms: int = 
 
 def write_jsonl(path: Path, records: list[Bin] | list[Bar]) -> Path:
     """One JSON document per line, as the daemons' `--to` writes them."""
-    path.write_bytes(b"".join(encode(r) + b"\n" for r in records))
+    write_atomic(path, b"".join(encode(r) + b"\n" for r in records))
     return path

@@ -12,6 +12,7 @@ from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
 
+from streaming.outputs import write_atomic
 from streaming.validate.compare import Comparison, LatencyStats
 
 HISTORICAL_MS = 3_600_000
@@ -67,9 +68,8 @@ class ValidationReport:
         }
 
     def write_json(self, path: Path) -> None:
-        """Write the machine-readable report."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2))
+        """Write the machine-readable report (atomically: a temporary file renamed into place)."""
+        write_atomic(path, orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2))
 
 
 def _mark(ok: bool) -> str:

@@ -30,6 +30,8 @@ from streaming.validate.ticks import TickFile, read_tick_files
 # Event times older than this relative to ingestion mean a historical replay,
 # where ingest - end measures the data's age, not the pipeline.
 LIVE_LATENCY_LIMIT_MS = HISTORICAL_MS
+# How many of the produced symbols a "no symbol matched" problem names.
+EXAMPLE_SYMBOLS = 5
 
 
 def _mode(values: pl.Series, default: int) -> int:
@@ -91,9 +93,19 @@ def validate_frames(
     notes = list(notes or [])
     comparisons: list[Comparison] = []
     totals: dict[str, int] = {}
+    where = inputs or {}
     for label, loaded in (("bins", bins), ("bars", bars)):
         if loaded is not None and loaded.unreadable:
             problems.append(f"{loaded.unreadable} {label} do not satisfy the contract (first: {loaded.first_error})")
+        elif loaded is not None and loaded.frame.height == 0:
+            # An empty input proves nothing: a gate that passes on it checked nothing.
+            problems.append(f"no {label} in {where.get(label, 'the input')}: nothing to check")
+    if ticks is not None and ticks.height == 0:
+        lines = sum(f.lines for f in tick_files or [])
+        rejected = sum(f.rejected for f in tick_files or [])
+        skipped = sum(f.skipped for f in tick_files or [])
+        problems.append(f"no ticks parsed from {where.get('ticks', 'the tick files')} ({lines} lines: "
+                        f"{rejected} rejected, {skipped} blank/header): nothing to check")
     bin_frame = bins.frame if bins is not None else None
     bar_frame = bars.frame if bars is not None else None
     if bin_frame is not None and bin_frame.height:
@@ -108,6 +120,13 @@ def validate_frames(
                                         BAR_FIELDS_FLOAT, duplicate_on=["bar_id", "revision"]))
     if ticks is not None and (bin_frame is not None or bar_frame is not None):
         symbols = ticks["symbol"].unique().to_list()
+        produced = set()
+        for frame in (bin_frame, bar_frame):
+            if frame is not None:
+                produced.update(frame["symbol"].unique().to_list())
+        if symbols and produced and not produced.intersection(symbols):
+            problems.append(f"no symbol of the tick files ({', '.join(sorted(symbols))}) is in the bins/bars "
+                            f"({', '.join(sorted(produced)[:EXAMPLE_SYMBOLS])}): the ticks were compared with nothing")
         if bin_frame is not None:
             scoped = bin_frame.filter(pl.col("symbol").is_in(symbols))
             comparisons.append(compare_sets("bins <- ticks", bins_from_ticks(ticks, bin_ms, spread), scoped,
@@ -128,11 +147,15 @@ def validate_frames(
                                         [], [], duplicate_on=["bin_id"]))
     if not comparisons and not problems:
         problems.append("nothing to compare: give two of --ticks, --bins, --bars (or --kafka)")
+    for comp in comparisons:
+        if comp.expected_count == 0 and comp.actual_count == 0 and comp.name != "bins unique":
+            problems.append(f"{comp.name}: nothing compared (no records expected and none found)")
 
     if ticks is not None:
         totals["ticks"] = ticks.height
         totals["tick_volume"] = int(ticks["size"].sum() or 0)
         totals["tick_rows_rejected"] = sum(f.rejected for f in tick_files or [])
+        totals["tick_rows_skipped"] = sum(f.skipped for f in tick_files or [])
     if bin_frame is not None:
         totals["bins"] = bin_frame.height
     latency: list[LatencyStats] = []

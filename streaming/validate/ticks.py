@@ -1,25 +1,36 @@
 """Raw Kibot ticks read with polars, independently of the replay's own reader.
 
-The validator must not share code with the stage it checks, so the file format
-(Date,Time,Price,Bid,Ask,Size; no header; US/Eastern wall clock at one-second
-resolution) is parsed here from scratch.
+The validator must not share the reading code of the stage it checks, so the file
+(Date,Time,Price,Bid,Ask,Size; US/Eastern wall clock at one-second resolution) is
+decoded, split into lines and fields and its times converted here, on its own. Which
+rows count as ticks, however, is one rule for both: the replay's row acceptance rules
+(`streaming.sources.kibot.skip_reason` / `shape_rules` and `streaming.sources.frames.checked`,
+with the numeric bounds and the symbol pattern) are applied to the rows parsed here, so a
+row the replay dead-letters is never expected in the bins, and a row it keeps always is.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
 from streaming.bounds import is_symbol
 from streaming.errors import SourceError
+from streaming.sources.files import source_format
+from streaming.sources.frames import SKIP_REASONS, checked
+from streaming.sources.kibot import shape_rules, skip_reason
 
 KIBOT_COLUMNS = ["date", "time", "price", "bid", "ask", "size"]
 EXCHANGE_ZONE = "America/New_York"
+# Universal newlines, as a text file is read line by line: CRLF, a lone CR or a lone LF end a line.
+LINE_END = re.compile(r"\r\n|\r|\n")
 
 TICK_SCHEMA = {
     "symbol": pl.String,
+    "src": pl.Int64,
     "seq": pl.Int64,
     "ts_ms": pl.Int64,
     "price": pl.Float64,
@@ -29,12 +40,19 @@ TICK_SCHEMA = {
 
 @dataclass(frozen=True)
 class TickFile:
-    """The ticks of one file as a frame (symbol, seq, ts_ms, price, size) and the rows left out."""
+    """The ticks of one file as a frame (symbol, src, seq, ts_ms, price, size) and the rows left out.
+
+    `rejected` rows are what the replay dead-letters (by reason in `reasons`); `skipped` rows
+    (blank lines, headers) are neither ticks nor errors; `lines` = ticks + rejected + skipped.
+    """
 
     path: Path
     symbol: str
     ticks: pl.DataFrame
     rejected: int
+    skipped: int = 0
+    lines: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
 
 
 def _named_symbol(path: Path) -> str | None:
@@ -51,48 +69,77 @@ def symbol_from_path(path: Path) -> str:
     return named
 
 
-def read_kibot(path: Path, symbol: str | None = None) -> TickFile:
-    """Parse a Kibot tick file; rows that do not parse or have a non-positive price/size are rejected."""
-    if not path.is_file():
-        raise SourceError(f"no such tick file: {path}")
-    # The replay's precedence: the file name's symbol, --symbol only for a file without one.
-    sym = _named_symbol(path) or symbol or symbol_from_path(path)
-    raw = pl.read_csv(
-        path,
-        has_header=False,
-        new_columns=KIBOT_COLUMNS,
-        schema_overrides=dict.fromkeys(KIBOT_COLUMNS, pl.String),
-        truncate_ragged_lines=True,
-    )
-    parsed = raw.with_row_index("seq").select(
-        pl.lit(sym).alias("symbol"),
-        pl.col("seq").cast(pl.Int64),
-        (pl.col("date").str.strip_chars() + " " + pl.col("time").str.strip_chars())
+def text_lines(data: bytes) -> list[str]:
+    """The lines of a text file: UTF-8 (a BOM dropped, bytes that are not UTF-8 replaced), any line end."""
+    text = data.decode("utf-8", errors="replace").removeprefix("\ufeff")
+    lines = LINE_END.split(text)
+    if lines and lines[-1] == "":
+        lines.pop()  # the line end of the last line starts no new line
+    return lines
+
+
+def _eastern_ms(date: pl.Expr, time: pl.Expr) -> pl.Expr:
+    # Null when unparsable or inside the spring DST gap (the replay's `bad_time`).
+    return (
+        (date + " " + time)
         .str.strptime(pl.Datetime("ms"), "%m/%d/%Y %H:%M:%S", strict=False)
-        # Ambiguous fall-back hours never hold trades; "earliest" only keeps the parse total.
         .dt.replace_time_zone(EXCHANGE_ZONE, ambiguous="earliest", non_existent="null")
         .dt.epoch("ms")
-        .alias("ts_ms"),
-        pl.col("price").str.strip_chars().cast(pl.Float64, strict=False),
-        pl.col("size").str.strip_chars().cast(pl.Float64, strict=False),
     )
-    valid = (
-        pl.col("ts_ms").is_not_null()
-        & pl.col("price").is_not_null()
-        & pl.col("size").is_not_null()
-        & (pl.col("price") > 0)
-        & (pl.col("size") > 0)
-        & (pl.col("size") == pl.col("size").round(0))
+
+
+def read_kibot(path: Path, symbol: str | None = None, src: int = 0) -> TickFile:
+    """Parse a Kibot tick file; the rows the replay would dead-letter or skip are counted, not kept.
+
+    SourceError (one line) for a missing, binary or non-Kibot file; an empty or blank-only file
+    is not an error here: it has no ticks, which the validation reports as a FAIL.
+    """
+    if not path.is_file():
+        raise SourceError(f"no such tick file: {path}")
+    fmt = source_format(path)  # the replay's whole-file check: missing, unreadable, binary, format
+    if fmt != "kibot":
+        raise SourceError(f"{path}: a {fmt} file; validate --ticks reads Kibot Date,Time,Price,Bid,Ask,Size files")
+    # The replay's precedence: the file name's symbol, --symbol only for a file without one.
+    sym = _named_symbol(path) or symbol or symbol_from_path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SourceError(f"cannot read {path}: {exc.strerror}") from None
+    lines = text_lines(data)
+    frame = pl.DataFrame(
+        {"line": pl.Series(range(1, len(lines) + 1), dtype=pl.Int64), "payload": pl.Series(lines, dtype=pl.String)}
+    ).with_columns(skip_reason(pl.col("payload")).alias("skip"))
+    rows = frame.filter(pl.col("skip").is_null())
+    parts = pl.col("payload").str.split(",")
+    field_of = {name: parts.list.get(i, null_on_oob=True).str.strip_chars() for i, name in enumerate(KIBOT_COLUMNS)}
+    candidates = rows.select(
+        "line",
+        "payload",
+        pl.lit(sym, pl.String).alias("symbol"),
+        _eastern_ms(field_of["date"], field_of["time"]).alias("ts_ms"),
+        *(field_of[name].cast(pl.Float64, strict=False).alias(name) for name in ("price", "bid", "ask")),
+        field_of["size"].cast(pl.Int64, strict=False).alias("size"),
+        parts.list.len().cast(pl.Int64).alias("fields"),
+    ).with_columns(shape_rules(pl.col("fields"), pl.col("bid"), pl.col("ask"))).drop("fields")
+    judged = checked(candidates, str(path), src)
+    ticks = judged.ticks.select(
+        pl.col("symbol"),
+        pl.lit(src, pl.Int64).alias("src"),
+        (pl.col("line") - 1).alias("seq"),
+        pl.col("ts_ms"),
+        pl.col("price"),
+        pl.col("size"),
     )
-    ticks = parsed.filter(valid).with_columns(pl.col("size").cast(pl.Int64)).select(list(TICK_SCHEMA))
-    return TickFile(path, sym, ticks, parsed.height - ticks.height)
+    reasons = dict(judged.rejects.group_by("reason").len().sort("reason").iter_rows())
+    skipped = int(frame["skip"].is_in(list(SKIP_REASONS)).sum())
+    return TickFile(path, sym, ticks, judged.rejects.height, skipped, len(lines), reasons)
 
 
 def read_tick_files(paths: list[Path], symbol: str | None = None) -> tuple[pl.DataFrame, list[TickFile]]:
-    """All ticks of several files in one frame (seq stays in file order per file)."""
+    """All ticks of several files in one frame (`src` = the file's position, seq = its line number - 1)."""
     if symbol and len(paths) > 1:
         raise SourceError("--symbol names the symbol of a single tick file; name the files by symbol instead")
-    files = [read_kibot(p, symbol) for p in paths]
+    files = [read_kibot(p, symbol, src) for src, p in enumerate(paths)]
     if not files:
         return pl.DataFrame(schema=TICK_SCHEMA), []
     return pl.concat([f.ticks for f in files]), files
