@@ -22,7 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 broker_app = typer.Typer(help="The local Apache Kafka broker (official jars from Maven Central).", no_args_is_help=True)
-topics_app = typer.Typer(help="Create and inspect the platform's topics.", no_args_is_help=True)
+topics_app = typer.Typer(help="Create, inspect and reset the platform's topics.", no_args_is_help=True)
 app.add_typer(broker_app, name="broker")
 app.add_typer(topics_app, name="topics")
 
@@ -110,6 +110,31 @@ def topics_bootstrap(brokers: Brokers = None, env_file: EnvFile = None) -> None:
     with one_line_errors():
         for name, state in bootstrap_topics(settings.kafka).items():
             out.print(f"{name}: {state}")
+
+
+@topics_app.command("reset")
+def topics_reset(
+    force: Annotated[bool, typer.Option(
+        "--force", help="Do it even while live consumers read the topics or are in the group.")] = False,
+    brokers: Brokers = None,
+    env_file: EnvFile = None,
+) -> None:
+    """Recreate ticks.raw, ticks.agg.1s, ticks.dlq and the replay checkpoints empty; delete the aggregator's group.
+
+    Refuses, changing nothing, while a consumer group with active members reads one of them or
+    is the aggregator's group (one line: which group, how many members, their client ids).
+    """
+    from streaming.broker.topics import reset_platform, topic_specs
+    from streaming.replay.checkpoint import CHECKPOINT_TOPIC
+
+    settings = settings_or_exit(env_file, kafka={"brokers": brokers})
+    with one_line_errors():
+        deleted, groups = reset_platform(settings.kafka, [CHECKPOINT_TOPIC], [settings.agg.group_id], force=force,
+                                         force_hint="pass --force")
+        out.print(f"topics reset: {', '.join(deleted) or 'none existed'} deleted; "
+                  f"{', '.join(s.name for s in topic_specs(settings.kafka))} created empty")
+        for group, state in groups.items():
+            out.print(f"consumer group {group}: {state}")
 
 
 @topics_app.command("list")
