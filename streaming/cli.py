@@ -92,13 +92,36 @@ def broker_status(env_file: EnvFile = None) -> None:
 
 
 @broker_app.command("reset")
-def broker_reset(env_file: EnvFile = None) -> None:
-    """Stop the broker and delete its data and logs (the cached jars stay)."""
+def broker_reset(
+    force: Annotated[bool, typer.Option(
+        "--force", help="Do it even while live consumers read from the broker.")] = False,
+    env_file: EnvFile = None,
+) -> None:
+    """Stop the broker and delete its data and logs (the cached jars stay).
+
+    Refuses, changing nothing, while a consumer group with active members reads any of its topics:
+    the reset deletes every topic and group under them.
+    """
     settings = settings_or_exit(env_file)
     with one_line_errors():
         cluster = _cluster(settings)
+        if cluster.running() and not force:
+            _refuse_reset_under_consumers(settings, cluster.bootstrap)
         cluster.reset()
         out.print(f"broker reset: {cluster.run_dir} removed")
+
+
+def _refuse_reset_under_consumers(settings: Settings, bootstrap: str) -> None:
+    """InUseError when live consumers read any topic of the broker at `bootstrap` (one that answers)."""
+    from streaming.broker.runner import broker_answers
+    from streaming.broker.topics import admin_client, refuse_if_in_use
+
+    if not broker_answers(bootstrap):
+        return  # nothing consumes from a broker that does not answer: resetting it is the cure
+    kafka = settings.kafka.model_copy(update={"brokers": bootstrap})
+    topics = sorted(t for t in admin_client(kafka).list_topics(timeout=10).topics if not t.startswith("__"))
+    refuse_if_in_use(kafka, topics, [], "reset the broker (every topic and consumer group is deleted)",
+                     "pass --force (make reset ARGS=--force)")
 
 
 @topics_app.command("bootstrap")

@@ -1,6 +1,6 @@
 """Operator slips and the mock API (issue 15, items 14-17).
 
-- a reset (`topics reset`, `demo`) while live consumers use the topics or the group: refused in one
+- a reset (`topics reset`, `demo`, `broker reset`) while live consumers use the topics or the group: refused in one
   line that says who, nothing changed; with --force done; with no active member done;
 - the same replay command run again after it finished: says so, publishes nothing; --new-run publishes again;
 - `/ticks?symbols=,,,` and other lists or bounds that name nothing: HTTP 422, no server traceback;
@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
+from streaming.broker.runner import LocalCluster
 from streaming.broker.topics import list_groups
 from streaming.config import PROJECT_ROOT, KafkaSettings, Settings, load_settings
 from streaming.replay.checkpoint import CHECKPOINT_TOPIC, derive_job_id
@@ -304,5 +305,25 @@ def test_demo_refuses_to_reset_under_a_live_aggregator_group(kafka: KafkaSetting
         assert "pass --force (make demo ARGS=--force)" in error[0]
         assert _end_offsets(kafka, kafka.topic_raw) == offsets
         assert sum(_committed(consumer, kafka)) == 30
+    finally:
+        consumer.close()
+
+
+@pytest.mark.kafka
+def test_broker_reset_refuses_while_a_consumer_is_live(kafka: KafkaSettings, kafka_cluster: LocalCluster) -> None:
+    """`make reset` would wipe every topic and group of the broker under a running consumer: refused."""
+    group = f"agg-{uuid.uuid4().hex[:8]}"
+    _fill(kafka, 30)
+    consumer = _live_consumer(kafka, group)
+    try:
+        env = _env(kafka, BROKER_RUN_DIR=str(kafka_cluster.run_dir))
+        refused = subprocess.run([sys.executable, "-m", "streaming", "broker", "reset"], cwd=PROJECT_ROOT, env=env,
+                                 capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        error = refused.stderr.strip().splitlines()
+        assert len(error) == 1 and error[0].startswith("error: refusing to reset the broker")
+        assert f"consumer group {group}: 1 active member" in error[0] and "make reset ARGS=--force" in error[0]
+        assert kafka_cluster.running() and kafka_cluster.run_dir.is_dir()  # the broker and its data stay
+        assert sum(_end_offsets(kafka, kafka.topic_raw)) == 30
     finally:
         consumer.close()
