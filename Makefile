@@ -49,8 +49,8 @@ status: $(STAMP) ## Broker state and topics with offsets and lag
 	-$(PYTHON) -m streaming broker status
 	-$(PYTHON) -m streaming topics list
 
-reset: $(STAMP) ## Stop the broker and delete its data
-	$(PYTHON) -m streaming broker reset
+reset: $(STAMP) ## Stop the broker and delete its data (refused while consumers run; ARGS=--force)
+	$(PYTHON) -m streaming broker reset $(ARGS)
 
 topics: $(STAMP) ## Create ticks.raw, ticks.agg.1s, ticks.dlq
 	$(PYTHON) -m streaming topics bootstrap

@@ -22,7 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 broker_app = typer.Typer(help="The local Apache Kafka broker (official jars from Maven Central).", no_args_is_help=True)
-topics_app = typer.Typer(help="Create and inspect the platform's topics.", no_args_is_help=True)
+topics_app = typer.Typer(help="Create, inspect and reset the platform's topics.", no_args_is_help=True)
 app.add_typer(broker_app, name="broker")
 app.add_typer(topics_app, name="topics")
 
@@ -92,13 +92,36 @@ def broker_status(env_file: EnvFile = None) -> None:
 
 
 @broker_app.command("reset")
-def broker_reset(env_file: EnvFile = None) -> None:
-    """Stop the broker and delete its data and logs (the cached jars stay)."""
+def broker_reset(
+    force: Annotated[bool, typer.Option(
+        "--force", help="Do it even while live consumers read from the broker.")] = False,
+    env_file: EnvFile = None,
+) -> None:
+    """Stop the broker and delete its data and logs (the cached jars stay).
+
+    Refuses, changing nothing, while a consumer group with active members reads any of its topics:
+    the reset deletes every topic and group under them.
+    """
     settings = settings_or_exit(env_file)
     with one_line_errors():
         cluster = _cluster(settings)
+        if cluster.running() and not force:
+            _refuse_reset_under_consumers(settings, cluster.bootstrap)
         cluster.reset()
         out.print(f"broker reset: {cluster.run_dir} removed")
+
+
+def _refuse_reset_under_consumers(settings: Settings, bootstrap: str) -> None:
+    """InUseError when live consumers read any topic of the broker at `bootstrap` (one that answers)."""
+    from streaming.broker.runner import broker_answers
+    from streaming.broker.topics import admin_client, refuse_if_in_use
+
+    if not broker_answers(bootstrap):
+        return  # nothing consumes from a broker that does not answer: resetting it is the cure
+    kafka = settings.kafka.model_copy(update={"brokers": bootstrap})
+    topics = sorted(t for t in admin_client(kafka).list_topics(timeout=10).topics if not t.startswith("__"))
+    refuse_if_in_use(kafka, topics, [], "reset the broker (every topic and consumer group is deleted)",
+                     "pass --force (make reset ARGS=--force)")
 
 
 @topics_app.command("bootstrap")
@@ -110,6 +133,31 @@ def topics_bootstrap(brokers: Brokers = None, env_file: EnvFile = None) -> None:
     with one_line_errors():
         for name, state in bootstrap_topics(settings.kafka).items():
             out.print(f"{name}: {state}")
+
+
+@topics_app.command("reset")
+def topics_reset(
+    force: Annotated[bool, typer.Option(
+        "--force", help="Do it even while live consumers read the topics or are in the group.")] = False,
+    brokers: Brokers = None,
+    env_file: EnvFile = None,
+) -> None:
+    """Recreate ticks.raw, ticks.agg.1s, ticks.dlq and the replay checkpoints empty; delete the aggregator's group.
+
+    Refuses, changing nothing, while a consumer group with active members reads one of them or
+    is the aggregator's group (one line: which group, how many members, their client ids).
+    """
+    from streaming.broker.topics import reset_platform, topic_specs
+    from streaming.replay.checkpoint import CHECKPOINT_TOPIC
+
+    settings = settings_or_exit(env_file, kafka={"brokers": brokers})
+    with one_line_errors():
+        deleted, groups = reset_platform(settings.kafka, [CHECKPOINT_TOPIC], [settings.agg.group_id], force=force,
+                                         force_hint="pass --force")
+        out.print(f"topics reset: {', '.join(deleted) or 'none existed'} deleted; "
+                  f"{', '.join(s.name for s in topic_specs(settings.kafka))} created empty")
+        for group, state in groups.items():
+            out.print(f"consumer group {group}: {state}")
 
 
 @topics_app.command("list")

@@ -19,6 +19,10 @@ class BrokerError(TickPlatformError):
     """The local Kafka broker could not be fetched, started, reached or stopped."""
 
 
+class InUseError(TickPlatformError):
+    """Topics or consumer groups would be deleted while live consumers use them; the message says who."""
+
+
 class ContractError(TickPlatformError):
     """A record does not satisfy its contract (docs/contracts)."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
 
@@ -10,7 +9,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streaming.config import KafkaSettings
-from streaming.errors import BrokerError
+from streaming.errors import BrokerError, InUseError
 
 
 @dataclass(frozen=True)
@@ -33,8 +32,13 @@ def topic_specs(kafka: KafkaSettings) -> list[TopicSpec]:
 
 
 def admin_client(kafka: KafkaSettings) -> AdminClient:
-    """An AdminClient with the pass-through security settings."""
-    return AdminClient(kafka.client_base())
+    """An AdminClient with the pass-through security settings.
+
+    Its log stops at notices: librdkafka reports at info level an answer that arrived after the
+    request's future had its result ("Purging 1 unserved events from background queue", e.g. after
+    list_consumer_groups), and a command that refuses in one line must print only that line.
+    """
+    return AdminClient({"log_level": 5, **kafka.client_base()})
 
 
 def bootstrap_topics(kafka: KafkaSettings, replication_factor: int | None = None) -> dict[str, str]:
@@ -209,18 +213,99 @@ def group_lag(kafka: KafkaSettings, group: str, topic: str) -> dict[int, int | N
 def list_groups(kafka: KafkaSettings) -> list[str]:
     """Consumer group ids known to the cluster."""
     admin = admin_client(kafka)
-    res = admin.list_consumer_groups(request_timeout=10).result()
+    try:
+        res = admin.list_consumer_groups(request_timeout=10).result()
+    except KafkaException as exc:
+        raise BrokerError(f"cannot list the consumer groups at {kafka.brokers}: {exc}") from None
     return sorted(g.group_id for g in res.valid)
 
 
-def recreate_topics(kafka: KafkaSettings, extra: list[str] | None = None) -> None:
-    """Delete the platform's topics (and `extra` ones) and create them empty again.
+@dataclass(frozen=True)
+class GroupInUse:
+    """A consumer group with active members: who they are and which of the topics in question they read."""
 
-    For the demo on the local broker: a second `make demo` starts from the same empty state.
+    group_id: str
+    state: str
+    client_ids: tuple[str, ...]
+    topics: tuple[str, ...]
+
+    def describe(self) -> str:
+        """`group tick-aggregator: 2 active members (client ids a, b) on ticks.raw`."""
+        count = len(self.client_ids)
+        clients = ", ".join(sorted(set(self.client_ids)))
+        where = f" on {', '.join(self.topics)}" if self.topics else ""
+        return (f"consumer group {self.group_id}: {count} active member{'s' if count != 1 else ''} "
+                f"(client ids {clients}; state {self.state}){where}")
+
+
+def groups_in_use(kafka: KafkaSettings, topics: list[str], groups: list[str], wait_s: float = 30.0) -> list[GroupInUse]:
+    """The consumer groups with active members that read one of `topics`, or are one of `groups`.
+
+    Asked of the group coordinators (describe_consumer_groups: state and members with their
+    assignment), so a consumer that is running now counts and one that merely committed
+    offsets once does not.
     """
     admin = admin_client(kafka)
-    existing = set(admin.list_topics(timeout=10).topics)
-    doomed = [t for t in [s.name for s in topic_specs(kafka)] + (extra or []) if t in existing]
+    known = list_groups(kafka)
+    if not known:
+        return []
+    wanted_topics, wanted_groups = set(topics), set(groups)
+    found: list[GroupInUse] = []
+    for group_id, future in admin.describe_consumer_groups(known, request_timeout=30).items():
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                desc = future.result()
+                break
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.code() == KafkaError.GROUP_ID_NOT_FOUND:
+                    desc = None  # gone since it was listed
+                    break
+                if not (err.retriable() or err.code() in _COORDINATOR_BUSY) or time.monotonic() > deadline:
+                    raise BrokerError(f"cannot describe consumer group {group_id}: {exc}") from None
+                time.sleep(0.2)
+                future = admin.describe_consumer_groups([group_id], request_timeout=30)[group_id]
+        if desc is None or not desc.members:
+            continue
+        assigned = {tp.topic for m in desc.members if m.assignment is not None
+                    for tp in m.assignment.topic_partitions}
+        hit = sorted(assigned & wanted_topics)
+        if hit or group_id in wanted_groups:
+            state = getattr(desc.state, "name", str(desc.state)).lower()
+            found.append(GroupInUse(group_id, state, tuple(m.client_id for m in desc.members), tuple(hit)))
+    return found
+
+
+def refuse_if_in_use(kafka: KafkaSettings, topics: list[str], groups: list[str], action: str, force_hint: str) -> None:
+    """InUseError (one line: who, and how to force) when live consumers use `topics` or are `groups`."""
+    busy = groups_in_use(kafka, topics, groups)
+    if busy:
+        raise InUseError(f"refusing to {action}: " + "; ".join(g.describe() for g in busy)
+                         + f". Stop those consumers first, or {force_hint} to do it anyway")
+
+
+def _existing(kafka: KafkaSettings, names: list[str]) -> list[str]:
+    admin = admin_client(kafka)
+    try:
+        present = set(admin.list_topics(timeout=10).topics)
+    except KafkaException as exc:
+        raise BrokerError(f"cannot reach Kafka at {kafka.brokers}: {exc}") from None
+    return [name for name in names if name in present]
+
+
+def recreate_topics(kafka: KafkaSettings, extra: list[str] | None = None, *, force: bool = False,
+                    force_hint: str = "pass --force") -> list[str]:
+    """Delete the platform's topics (and `extra` ones) and create them empty again; returns those deleted.
+
+    For the demo on the local broker: a second `make demo` starts from the same empty state.
+    Refuses (InUseError) while a live consumer group reads one of them, unless `force`: a running
+    aggregator would see its input vanish and dead-letter everything after as late.
+    """
+    admin = admin_client(kafka)
+    doomed = _existing(kafka, [s.name for s in topic_specs(kafka)] + (extra or []))
+    if doomed and not force:
+        refuse_if_in_use(kafka, doomed, [], f"recreate topics {', '.join(doomed)}", force_hint)
     if doomed:
         for name, fut in admin.delete_topics(doomed, operation_timeout=30).items():
             try:
@@ -234,20 +319,54 @@ def recreate_topics(kafka: KafkaSettings, extra: list[str] | None = None) -> Non
     for attempt in range(50):
         try:
             bootstrap_topics(kafka)
-            return
+            return doomed
         except BrokerError:
             if attempt == 49:
                 raise
             time.sleep(0.3)
+    raise AssertionError("unreachable")
 
 
-def delete_groups(kafka: KafkaSettings, groups: list[str]) -> None:
-    """Forget consumer groups' committed offsets (they must be empty)."""
+def delete_groups(kafka: KafkaSettings, groups: list[str], *, force: bool = False,
+                  force_hint: str = "pass --force") -> dict[str, str]:
+    """Forget consumer groups' committed offsets; returns group -> "deleted" | why it was kept.
+
+    Refuses (InUseError) while one of them has active members, unless `force`. Even then the
+    broker keeps a group that has members (NON_EMPTY_GROUP): that is reported, not hidden.
+    """
     admin = admin_client(kafka)
     known = set(list_groups(kafka))
     wanted = [g for g in groups if g in known]
     if not wanted:
-        return
-    for fut in admin.delete_consumer_groups(wanted, request_timeout=30).values():
-        with contextlib.suppress(KafkaException):  # a group that is gone already is what we want
+        return {}
+    if not force:
+        refuse_if_in_use(kafka, [], wanted, f"delete consumer group(s) {', '.join(wanted)}", force_hint)
+    result: dict[str, str] = {}
+    for group, fut in admin.delete_consumer_groups(wanted, request_timeout=30).items():
+        try:
             fut.result()
+            result[group] = "deleted"
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.code() == KafkaError.GROUP_ID_NOT_FOUND:
+                result[group] = "deleted"  # gone already is what we want
+            elif err.code() == KafkaError.NON_EMPTY_GROUP:
+                result[group] = "kept: it still has active members"
+            else:
+                raise BrokerError(f"deleting consumer group {group} failed: {exc}") from None
+    return result
+
+
+def reset_platform(kafka: KafkaSettings, extra: list[str], groups: list[str], *, force: bool,
+                   force_hint: str) -> tuple[list[str], dict[str, str]]:
+    """Topics (and `extra`) recreated empty and `groups` deleted, after one check of who uses them.
+
+    The check comes first and covers both, so a refusal names every live consumer and changes
+    nothing. Returns the topics deleted and each group's outcome.
+    """
+    if not force:
+        doomed = _existing(kafka, [s.name for s in topic_specs(kafka)] + extra)
+        what = f"recreate topics {', '.join(doomed) or '(none yet)'} and delete consumer group(s) {', '.join(groups)}"
+        refuse_if_in_use(kafka, doomed, groups, what, force_hint)
+    deleted = recreate_topics(kafka, extra, force=True)
+    return deleted, delete_groups(kafka, groups, force=True)

@@ -76,6 +76,8 @@ def demo(
     data: Data = None,
     symbol: Symbol = None,
     reset: Annotated[bool, typer.Option("--reset/--no-reset", help="Start from empty topics.")] = True,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Recreate the topics and delete the group even while live consumers use them.")] = False,
     env_file: EnvFile = None,
 ) -> None:
     """End to end on the embedded default: replay, bars, facts with checks, validation verdict."""
@@ -83,5 +85,6 @@ def demo(
 
     settings = settings_or_exit(env_file)
     with one_line_errors():
-        ok = run_demo(settings, [str(Path(d)) for d in data] if data else None, symbol=symbol, reset=reset)
+        ok = run_demo(settings, [str(Path(d)) for d in data] if data else None, symbol=symbol, reset=reset,
+                     force=force)
     raise typer.Exit(0 if ok else 1)

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streaming.broker.runner import ensure_broker
-from streaming.broker.topics import bootstrap_topics, delete_groups, recreate_topics
+from streaming.broker.topics import bootstrap_topics, refuse_if_in_use, reset_platform
 from streaming.config import PROJECT_ROOT, Settings
 from streaming.errors import TickPlatformError
 from streaming.pipeline.demo_data import ensure_demo_data
@@ -69,9 +69,17 @@ def _start_aggregator(settings: Settings, log_path: Path) -> subprocess.Popen[by
         )
 
 
+# How a refused demo is forced, as the user typed it (make demo or the CLI).
+FORCE_HINT = "pass --force (make demo ARGS=--force)"
+
+
 def run_demo(settings: Settings, data: list[str] | None, *, symbol: str | None = None, reset: bool = True,
-             console: Console | None = None) -> bool:
-    """Run the demo; print the summary; return the verdict (validation and checks all pass)."""
+             force: bool = False, console: Console | None = None) -> bool:
+    """Run the demo; print the summary; return the verdict (validation and checks all pass).
+
+    It refuses (InUseError, before changing anything) while live consumers use the topics it would
+    recreate or the aggregator's consumer group it would delete or join, unless `force`.
+    """
     from streaming.replay.producer import run_replay
     from streaming.validate.run import validate_kafka
 
@@ -83,10 +91,14 @@ def run_demo(settings: Settings, data: list[str] | None, *, symbol: str | None =
     t = _step(console, "Kafka broker (official jars from Maven Central, KRaft, 127.0.0.1)")
     _ensure_broker(settings, console)
     if reset:
-        recreate_topics(settings.kafka, extra=[CHECKPOINT_TOPIC])
-        delete_groups(settings.kafka, [settings.agg.group_id])
+        reset_platform(settings.kafka, [CHECKPOINT_TOPIC], [settings.agg.group_id], force=force,
+                       force_hint=FORCE_HINT)
         console.print("  topics ticks.raw, ticks.agg.1s, ticks.dlq recreated empty")
     else:
+        if not force:
+            # The demo's aggregator would join a running one's group and take half its partitions.
+            refuse_if_in_use(settings.kafka, [], [settings.agg.group_id],
+                             f"start the demo's aggregator in consumer group {settings.agg.group_id}", FORCE_HINT)
         bootstrap_topics(settings.kafka)
     times = [StepTime("broker + topics", time.monotonic() - t)]
 

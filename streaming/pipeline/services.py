@@ -64,6 +64,10 @@ def replay_service(settings: Settings, data: list[str], *, via_api: bool, realti
             args += ["--watermark-interval-ms", str(watermarks_ms)]
     if symbol:
         args += ["--symbol", symbol]
+    if realtime:
+        # A live replay shifts its times to now: starting the pipeline again is a new session, not a
+        # duplicate of the last one (an unfinished run still resumes).
+        args.append("--new-run")
     return ServiceSpec("replay", _cli("replay", *args), ready_after_s=0.5, oneshot=True)
 
 

@@ -38,6 +38,8 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
     skipped: int = 0
     done: bool = False
     committed_ts_ms: int = 0
+    # The first tick's event time (None in checkpoints written before it was kept).
+    first_event_ts: int | None = None
 
 
 checkpoint_decoder = msgspec.json.Decoder(Checkpoint)

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from streaming.cli_support import StopFlag, console, one_line_errors, out, settings_or_exit
+from streaming.sources.http_source import with_replay_speed
 
 Sources = Annotated[list[str], typer.Argument(help="Tick files (Kibot, CSV, Parquet) or a mock API /ticks URL.")]
 Symbol = Annotated[str | None, typer.Option("--symbol", help="Symbol for files without one in name or columns.")]
@@ -29,6 +30,8 @@ Brokers = Annotated[str | None, typer.Option("--brokers", help="Bootstrap server
 ExactlyOnce = Annotated[
     bool | None, typer.Option("--exactly-once/--no-exactly-once", help="Transactions + resume checkpoints.")
 ]
+NewRun = Annotated[bool, typer.Option(
+    "--new-run", help="Publish again a job whose checkpoint says it is complete (else a rerun publishes nothing).")]
 JobId = Annotated[str | None, typer.Option("--job-id", help="Checkpoint key (default: from sources + settings).")]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No progress lines, only the summary.")]
 EnvFile = Annotated[str | None, typer.Option("--env-file", help="Settings file (default .env, or ENV_FILE).")]
@@ -52,6 +55,7 @@ def replay(
     brokers: Brokers = None,
     exactly_once: ExactlyOnce = None,
     job_id: JobId = None,
+    new_run: NewRun = False,
     quiet: Quiet = False,
     env_file: EnvFile = None,
 ) -> None:
@@ -67,6 +71,11 @@ def replay(
     )
     stop = StopFlag().install()
     progress = None if quiet else console
+    for source in sources:
+        if "://" in source:
+            # The first line: an API source is paced by the API, at this speed (also with --quiet).
+            console.print(with_replay_speed(source, settings.replay.speed).line(), highlight=False, soft_wrap=True,
+                          markup=False)
     with one_line_errors():
         if to is not None:
             from streaming.replay.offline import replay_to_jsonl
@@ -78,6 +87,7 @@ def replay(
             from streaming.replay.producer import run_replay
 
             summary = run_replay(settings, sources, stop, job_id=job_id, columns=columns, console=progress,
+                                 new_run=new_run,
                                  log=lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False))
     out.print(summary.line(), highlight=False, soft_wrap=True, markup=False)
     if stop.signal_name is not None:

@@ -25,6 +25,7 @@ from streaming.replay.checkpoint import Checkpoint
 from streaming.replay.pacing import Schedule, live_shift_ms, live_wall0_ms, loop_period_ms
 from streaming.sources.files import DEFAULT_CHUNK_ROWS, source_format, tick_stream
 from streaming.sources.frames import SKIP_REASONS, TickChunk
+from streaming.sources.http_source import with_replay_speed
 from streaming.sources.read_ahead import read_ahead
 
 # A paced replay wakes at least this often to close bins on the schedule's clock and to see a stop.
@@ -66,6 +67,11 @@ class ReplayEngine:
         self.sources = list(sources)
         if not self.sources:
             raise SourceError("no tick source given")
+        # The mock API paces itself: it is asked for the replay's speed (unless the URL sets one).
+        # `sources` stay as given, so the job id and the checkpoint do not depend on the speed.
+        self.read_sources = [
+            with_replay_speed(s, settings.speed).url if _is_url(s) else s for s in self.sources
+        ]
         for source in self.sources:
             if not _is_url(source):
                 source_format(Path(source))  # a missing or unreadable file fails here, before any output
@@ -104,6 +110,7 @@ class ReplayEngine:
         self.rejects_next = list(ckpt.rejects_next)
         self._rebuild_from = list(ckpt.rebuild_from)
         self.ticks, self.bins, self.dlq, self.skipped = ckpt.ticks, ckpt.bins, ckpt.dlq, ckpt.skipped
+        self.first_event_ts = ckpt.first_event_ts
         self.binner.restore(ckpt.watermark, ckpt.max_event_ts)
 
     # ---- the loop -------------------------------------------------------------------------------
@@ -113,7 +120,7 @@ class ReplayEngine:
         while True:
             saw_ticks = False
             chunks = tick_stream(
-                self.sources,
+                self.read_sources,
                 self.settings.symbol,
                 self.settings.chunk_rows or DEFAULT_CHUNK_ROWS,
                 spread=self.settings.spread,
@@ -323,6 +330,7 @@ class ReplayEngine:
             skipped=self.skipped,
             done=self.finished,
             committed_ts_ms=self._now_ms(),
+            first_event_ts=self.first_event_ts,
         )
 
 

@@ -149,8 +149,13 @@ def run_replay(
     console: Console | None = None,
     checkpoint_topic: str = CHECKPOINT_TOPIC,
     log: Callable[[str], None] | None = None,
+    new_run: bool = False,
 ) -> ReplaySummary:
     """Replay `sources` into Kafka; resumes an unfinished run of the same job (exactly-once mode).
+
+    A job whose last checkpoint says it is complete is not published again: the summary says so
+    (`already_complete`) and nothing is produced, unless `new_run` asks for a new run from the start.
+    An unfinished run resumes with or without `new_run`.
 
     A failed transaction (fenced producer, broker gone past the transaction timeout) resumes
     in-process from the last checkpoint, up to REPLAY_MAX_RESTARTS times; without checkpoints
@@ -160,7 +165,7 @@ def run_replay(
     job = job_id or derive_job_id(sources, replay, kafka.topic_raw, columns)
 
     def run_once(restarts: int) -> ReplaySummary:
-        return _run_once(settings, sources, stop, job, columns, console, checkpoint_topic, restarts)
+        return _run_once(settings, sources, stop, job, columns, console, checkpoint_topic, restarts, new_run)
 
     if not replay.exactly_once or any("://" in s for s in sources):
         return run_once(0)
@@ -176,7 +181,7 @@ def run_replay(
 
 
 def _run_once(settings: Settings, sources: list[str], stop: StopFlag | None, job: str, columns: str | None,
-              console: Console | None, checkpoint_topic: str, restarts: int) -> ReplaySummary:
+              console: Console | None, checkpoint_topic: str, restarts: int, new_run: bool) -> ReplaySummary:
     replay, kafka = settings.replay, settings.kafka
     resume: Checkpoint | None = None
     if replay.exactly_once:
@@ -189,6 +194,13 @@ def _run_once(settings: Settings, sources: list[str], stop: StopFlag | None, job
             error = StageKafkaError if restarts else BrokerError  # at start-up: fail fast and say why
             raise error(f"cannot start a transactional producer on {kafka.brokers}: {exc}") from None
         last = read_checkpoint(kafka, checkpoint_topic, job)
+        if last is not None and last.done and not new_run:
+            # The same command again after it finished would publish every bin a second time.
+            producer.flush(10)
+            return ReplaySummary.of_complete_job(last)
+        if last is not None and last.done and console is not None:
+            console.print(f"new run of job {job}: its last run was complete; every bin is published again",
+                          highlight=False)
         if last is not None and not last.done and not any("://" in s for s in sources):
             resume = last
             if console is not None:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import numpy as np
 from rich.console import Console
 
+from streaming.replay.checkpoint import Checkpoint
 from streaming.replay.engine import ReplayEngine, Step
 
 LAG_SAMPLES = 200_000
@@ -33,6 +34,19 @@ class ReplaySummary:
     lag_p99_ms: float | None = None
     run_ticks: int = 0
     run_bins: int = 0
+    # The job's checkpoint said it was complete: this run published nothing (counts are the first run's).
+    already_complete: bool = False
+    completed_ts_ms: int | None = None
+
+    @classmethod
+    def of_complete_job(cls, checkpoint: Checkpoint) -> ReplaySummary:
+        """The summary of a rerun refused because `checkpoint` says the job is complete."""
+        return cls(
+            job_id=checkpoint.job_id, ticks=checkpoint.ticks, bins=checkpoint.bins, dlq=checkpoint.dlq,
+            skipped=checkpoint.skipped, elapsed_s=0.0, first_event_ts_ms=checkpoint.first_event_ts,
+            last_event_ts_ms=checkpoint.max_event_ts if checkpoint.ticks else None,
+            already_complete=True, completed_ts_ms=checkpoint.committed_ts_ms,
+        )
 
     @property
     def ticks_per_s(self) -> float:
@@ -46,6 +60,13 @@ class ReplaySummary:
 
     def line(self) -> str:
         """The one-line final summary."""
+        if self.already_complete:
+            when = _event_time(self.completed_ts_ms) if self.completed_ts_ms else "earlier"
+            return (
+                f"replay already complete: job {self.job_id} published ticks={self.ticks} bins={self.bins} "
+                f"dlq={self.dlq} skipped={self.skipped} (finished {when}); nothing published now "
+                "(--new-run replays it again, publishing every bin a second time)"
+            )
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.dlq_by_reason.items()))
         state = "done" if self.finished else "stopped (resumable)"
         lag = ""

@@ -46,9 +46,14 @@ class TickQuery:
 
 
 def parse_instant(text: str | None, name: str) -> int | None:
-    """Epoch ms, or ISO 8601 (naive = America/New_York) -> epoch ms; HTTP 422 when unparsable."""
-    if text is None or text == "":
+    """Epoch ms, or ISO 8601 (naive = America/New_York) -> epoch ms; None when absent; HTTP 422 when unparsable.
+
+    An empty value (`start=`) is a slip, not "no bound": it is refused like any unparsable one.
+    """
+    if text is None:
         return None
+    if not text.strip():
+        raise HTTPException(422, f"{name}: empty; omit the parameter for no bound")
     if re.fullmatch(r"-?\d+", text):
         return int(text)
     try:
@@ -143,8 +148,11 @@ def create_app(files: Sequence[str]) -> FastAPI:
     ) -> StreamingResponse:
         """Stream ticks as NDJSON: symbol, ts_ms, price, bid, ask, size, seq, api_send_ts_ms."""
         wanted: frozenset[str] | None = None
-        if symbols:
+        if symbols is not None:
             wanted = frozenset(s.strip().upper() for s in symbols.split(",") if s.strip())
+            if not wanted:
+                # An explicit list that names nothing is a slip, not "all symbols" (omit the parameter for that).
+                raise HTTPException(422, f"symbols: no symbol in {symbols!r}; omit the parameter for all symbols")
             bad = sorted(s for s in wanted if not is_symbol(s))
             if bad:
                 raise HTTPException(422, f"symbols: not a symbol: {', '.join(bad)}")

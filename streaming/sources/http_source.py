@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import msgspec
@@ -18,6 +20,36 @@ WIRE_SCHEMA = {
 }
 # An API at speed 1 trickles: hand on what arrived at least this often.
 MAX_HOLD_S = 0.05
+
+
+@dataclass(frozen=True)
+class ApiSpeed:
+    """The URL a replay requests and the pacing speed the API applies to it."""
+
+    url: str
+    speed: str
+    from_url: bool  # the URL set `speed` itself (else it is the replay's --speed)
+
+    def line(self) -> str:
+        """One line for the replay's start: which speed is in force, and where it comes from."""
+        meaning = {"0": "as fast as possible", "1": "real time"}.get(self.speed, f"{self.speed} x real time")
+        origin = "set in the URL" if self.from_url else "the replay's --speed, passed to the API"
+        return f"replay from {self.url}: speed {self.speed} ({meaning}), {origin}"
+
+
+def with_replay_speed(url: str, speed: float) -> ApiSpeed:
+    """`url` with the replay's `speed` as its `speed` parameter, unless the URL sets one (it wins).
+
+    The API paces its stream (default speed 1 there) and the replay does not pace an API source
+    again, so without this a replay at its default speed 0 would trickle at real time.
+    """
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    given = [value for key, value in query if key == "speed"]
+    if given:
+        return ApiSpeed(url, given[-1], True)
+    text = f"{speed:g}"
+    return ApiSpeed(urlunsplit(parts._replace(query=urlencode([*query, ("speed", text)]))), text, False)
 
 
 class _WireTick(msgspec.Struct):
