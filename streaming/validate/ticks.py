@@ -14,6 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from streaming.errors import SourceError
+from streaming.wallclock import RepeatedHour, second_pass_flags
 
 KIBOT_COLUMNS = ["date", "time", "price", "bid", "ask", "size"]
 EXCHANGE_ZONE = "America/New_York"
@@ -57,15 +58,16 @@ def read_kibot(path: Path, symbol: str | None = None) -> TickFile:
         schema_overrides=dict.fromkeys(KIBOT_COLUMNS, pl.String),
         truncate_ragged_lines=True,
     )
+    wall = (pl.col("date").str.strip_chars() + " " + pl.col("time").str.strip_chars()).str.strptime(
+        pl.Datetime("ms"), "%m/%d/%Y %H:%M:%S", strict=False
+    )
+    first_pass = wall.dt.replace_time_zone(EXCHANGE_ZONE, ambiguous="earliest", non_existent="null").dt.epoch("ms")
+    second_pass = wall.dt.replace_time_zone(EXCHANGE_ZONE, ambiguous="latest", non_existent="null").dt.epoch("ms")
     parsed = raw.with_row_index("seq").select(
         pl.lit(sym).alias("symbol"),
         pl.col("seq").cast(pl.Int64),
-        (pl.col("date").str.strip_chars() + " " + pl.col("time").str.strip_chars())
-        .str.strptime(pl.Datetime("ms"), "%m/%d/%Y %H:%M:%S", strict=False)
-        # Ambiguous fall-back hours never hold trades; "earliest" only keeps the parse total.
-        .dt.replace_time_zone(EXCHANGE_ZONE, ambiguous="earliest", non_existent="null")
-        .dt.epoch("ms")
-        .alias("ts_ms"),
+        first_pass.alias("ts_ms"),
+        (second_pass - first_pass).alias("repeat_ms"),
         pl.col("price").str.strip_chars().cast(pl.Float64, strict=False),
         pl.col("size").str.strip_chars().cast(pl.Float64, strict=False),
     )
@@ -77,8 +79,21 @@ def read_kibot(path: Path, symbol: str | None = None) -> TickFile:
         & (pl.col("size") > 0)
         & (pl.col("size") == pl.col("size").round(0))
     )
-    ticks = parsed.filter(valid).with_columns(pl.col("size").cast(pl.Int64)).select(list(TICK_SCHEMA))
+    ticks = _repeated_hour(parsed.filter(valid)).with_columns(pl.col("size").cast(pl.Int64)).select(list(TICK_SCHEMA))
     return TickFile(path, sym, ticks, parsed.height - ticks.height)
+
+
+def _repeated_hour(ticks: pl.DataFrame) -> pl.DataFrame:
+    """The November repeated hour by file order, the replay's rule (streaming/wallclock.py): EDT, then EST."""
+    ambiguous = ticks["repeat_ms"] > 0
+    if not ambiguous.any():
+        return ticks
+    flags, _ = second_pass_flags(ticks["ts_ms"].filter(ambiguous).to_list(), RepeatedHour())
+    later = pl.Series([False] * ticks.height)
+    later = later.scatter(ambiguous.arg_true(), pl.Series(flags, dtype=pl.Boolean))
+    return ticks.with_columns(
+        ts_ms=pl.when(later).then(pl.col("ts_ms") + pl.col("repeat_ms")).otherwise(pl.col("ts_ms"))
+    )
 
 
 def read_tick_files(paths: list[Path], symbol: str | None = None) -> tuple[pl.DataFrame, list[TickFile]]:
