@@ -34,6 +34,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streaming.config import PROJECT_ROOT, Settings, load_settings
+from streaming.replay.engine import ReplayEngine
 from streaming.replay.offline import replay_to_jsonl
 from streaming.sources.api import create_app
 from streaming.sources.files import plan_parts, read_ticks, tick_stream
@@ -444,3 +445,24 @@ def test_symbol_streams_hold_one_chunk_each(tmp_path: Path) -> None:
     # Four streams of 100-row chunks: a step of the merge holds at most two chunks of each, never
     # a whole symbol block (one stream for the file would have to hold all of AAA before BBB).
     assert sum(sizes) == len(truth) and max(sizes) <= 4 * 2 * 100
+
+
+@pytest.mark.parametrize("stop_after", [1, 4, 9])
+def test_a_symbol_sorted_file_resumes_exactly_from_a_checkpoint(tmp_path: Path, stop_after: int) -> None:
+    truth = [t for k, s in enumerate(("AAA", "BBB", "CCC")) for t in in_order(symbol_ticks(s, k))]
+    path = tmp_path / "resume.csv"
+    path.write_text("symbol,ts_ms,price,size\n" + "".join(f"{t.symbol},{t.ts_ms},{t.price:.2f},{t.size}\n"
+                                                          for t in truth))
+    replay = replay_settings(60, max_late_ms=0).replay
+    engine = ReplayEngine([str(path)], replay, "resume-test")
+    before: list[pl.DataFrame] = []
+    for number, step in enumerate(engine.steps()):
+        before.append(step.bins)
+        if number == stop_after:
+            break
+    # A restart: a new engine from the checkpoint of what was written so far.
+    again = ReplayEngine([str(path)], replay, "resume-test", resume=engine.checkpoint())
+    after = [step.bins for step in again.steps()]
+    bins = pl.concat([b for b in before + after if b.height]).to_dicts()
+    assert len({b["bin_id"] for b in bins}) == len(bins)
+    assert_bins_match_reference(bins, reference_bins(truth))
