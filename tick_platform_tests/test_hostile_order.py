@@ -466,3 +466,21 @@ def test_a_symbol_sorted_file_resumes_exactly_from_a_checkpoint(tmp_path: Path, 
     bins = pl.concat([b for b in before + after if b.height]).to_dicts()
     assert len({b["bin_id"] for b in bins}) == len(bins)
     assert_bins_match_reference(bins, reference_bins(truth))
+
+
+def test_many_symbol_streams_hold_no_file_open_each(tmp_path: Path) -> None:
+    letters = "ABCDEFGHIJ"
+    symbols = ["S" + "".join(letters[int(d)] for d in f"{k:03d}") for k in range(150)]
+    truth = [RefTick(s, T0 + i * 1000 + 5, 10.0 + i, 1 + i) for s in symbols for i in range(3)]
+    path = tmp_path / "many_symbols.csv"
+    path.write_text("symbol,ts_ms,price,size\n" + "".join(f"{t.symbol},{t.ts_ms},{t.price:.2f},{t.size}\n"
+                                                          for t in truth))
+    bins_path = tmp_path / "bins.jsonl"
+    # 150 symbol streams under a limit of 64 open files: a stream must not keep its file open.
+    done = subprocess.run(
+        ["/bin/sh", "-c", 'ulimit -n 64 && exec "$0" -m streaming replay "$1" --to "$2"', sys.executable, str(path),
+         str(bins_path)], cwd=PROJECT_ROOT, capture_output=True, text=True, env=dict(os.environ), timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert counts(done.stdout)["dlq"] == 0
+    assert_bins_match_reference(read_jsonl(bins_path), reference_bins(truth))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -62,23 +61,76 @@ WHOLE_FILE = (Span(1, None, 0),)
 def line_chunks(
     path: Path, chunk_rows: int, spans: Sequence[Span] = WHOLE_FILE
 ) -> Iterator[tuple[pl.Series, pl.Series]]:
-    """(1-based line numbers, lines without line end) in chunks of `chunk_rows` lines, of the spans in turn."""
-    for span in spans:
-        with path.open("rb") as raw:
-            raw.seek(span.offset)
-            # Universal newlines as for the whole file; a BOM can only stand at byte 0.
-            handle = io.TextIOWrapper(
-                raw, encoding="utf-8-sig" if span.offset == 0 else "utf-8", errors="replace", newline=None
-            )
-            first = span.first
-            while span.last is None or first <= span.last:
-                want = chunk_rows if span.last is None else min(chunk_rows, span.last - first + 1)
-                lines = list(itertools.islice(handle, want))
+    """(1-based line numbers, lines without line end) in chunks of `chunk_rows` lines, of the spans in turn.
+
+    The whole file is read through one open handle. Spans (the symbol streams of one file, read
+    side by side by the merge) reopen the file for each chunk at the byte where the last one
+    ended, so a file of hundreds of symbol streams never holds hundreds of open files.
+    """
+    if tuple(spans) == WHOLE_FILE:
+        with path.open("r", encoding="utf-8-sig", errors="replace", newline=None) as handle:
+            first = 1
+            while True:
+                lines = list(itertools.islice(handle, chunk_rows))
                 if not lines:
-                    break
+                    return
                 numbers = pl.int_range(first, first + len(lines), dtype=pl.Int64, eager=True).alias("line")
                 yield numbers, pl.Series("raw", lines, dtype=pl.String).str.strip_chars_end("\r\n")
                 first += len(lines)
+    for span in spans:
+        first, offset = span.first, span.offset
+        while span.last is None or first <= span.last:
+            want = chunk_rows if span.last is None else min(chunk_rows, span.last - first + 1)
+            lines, offset = read_lines_at(path, offset, want)
+            if not lines:
+                break
+            numbers = pl.int_range(first, first + len(lines), dtype=pl.Int64, eager=True).alias("line")
+            yield numbers, pl.Series("raw", lines, dtype=pl.String)
+            first += len(lines)
+
+
+def _line_ends(data: bytes, final: bool) -> np.ndarray:
+    """Indices of the last byte of each line end in `data` (`\n`, `\r\n` or a lone `\r`).
+
+    Unless `final`, a trailing `\r` is left undecided (it may be the first half of `\r\n`).
+    """
+    codes = np.frombuffer(data, dtype=np.uint8)
+    lf, cr = codes == 10, codes == 13
+    next_lf = np.zeros_like(lf)
+    next_lf[:-1] = lf[1:]
+    ends = np.flatnonzero(lf | (cr & ~next_lf))
+    if not final and len(ends) and ends[-1] == len(data) - 1 and cr[-1]:
+        ends = ends[:-1]
+    return ends
+
+
+def read_lines_at(path: Path, offset: int, want: int, block_bytes: int = 1 << 20) -> tuple[list[str], int]:
+    """Up to `want` lines from byte `offset` (decoded as text reading decodes them) and the byte after them."""
+    lines: list[str] = []
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        buf = b""
+        while len(lines) < want:
+            block = handle.read(block_bytes)
+            buf += block
+            if not buf:
+                break
+            start = 0
+            for end in _line_ends(buf, final=not block)[: want - len(lines)].tolist():
+                lines.append(_decode(buf[start:end].rstrip(b"\r") if buf[end] == 10 else buf[start:end], offset))
+                offset, start = offset + end + 1 - start, end + 1
+            buf = buf[start:]
+            if not block:
+                if buf and len(lines) < want:  # a last line without a line end
+                    lines.append(_decode(buf, offset))
+                    offset += len(buf)
+                break
+    return lines, offset
+
+
+def _decode(raw: bytes, offset: int) -> str:
+    # A BOM can only stand at byte 0, as for utf-8-sig on the whole file.
+    return raw.decode("utf-8-sig" if offset == 0 else "utf-8", errors="replace")
 
 
 def line_offsets(path: Path, lines: Sequence[int], block_bytes: int = 1 << 23) -> list[int]:
@@ -102,11 +154,7 @@ def line_offsets(path: Path, lines: Sequence[int], block_bytes: int = 1 << 23) -
                 data, pending = data[:-1], b"\r"
             else:
                 pending = b""
-            codes = np.frombuffer(data, dtype=np.uint8)
-            lf, cr = codes == 10, codes == 13
-            next_lf = np.zeros_like(lf)
-            next_lf[:-1] = lf[1:]
-            ends = np.flatnonzero(lf | (cr & ~next_lf))
+            ends = _line_ends(data, final=True)
             # The i-th line end here is followed by line number line + 1 + i.
             index = wanted - line - 1
             hit = (index >= 0) & (index < len(ends))
