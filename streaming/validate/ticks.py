@@ -2,7 +2,9 @@
 
 The validator must not share code with the stage it checks, so the file format
 (Date,Time,Price,Bid,Ask,Size; no header; US/Eastern wall clock at one-second
-resolution) is parsed here from scratch.
+resolution) is parsed here from scratch. One rule is shared on purpose: the repeated
+November hour is decided by file order with the replay's pure function
+(streaming/wallclock.py), so both read such a file alike.
 """
 
 from __future__ import annotations
