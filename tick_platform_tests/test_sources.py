@@ -145,11 +145,13 @@ def test_generic_csv_with_header_and_mapping(tmp_path: Path) -> None:
     chunks = list(tick_stream([path], columns="ts=When,price=Last"))
     ticks = pl.concat([c.ticks for c in chunks])
     rejects = pl.concat([c.rejects for c in chunks]).sort("line")
-    assert ticks["symbol"].to_list() == ["AAA", "BBB", "AAA"]
+    # Symbol blocks AAA, BBB, AAA: one stream per symbol, merged by the running maximum of each
+    # symbol's own time, so AAA's out-of-order tick stays behind AAA's first, ahead of BBB.
+    assert ticks["symbol"].to_list() == ["AAA", "AAA", "BBB"]
     assert ticks["ts_ms"].to_list() == [
-        eastern_ms("03/08/2024", "09:30:00") + 250, 1709908200500, 1709890201000
+        eastern_ms("03/08/2024", "09:30:00") + 250, 1709890201000, 1709908200500
     ]
-    assert ticks["size"].to_list() == [100, 7, 3]
+    assert ticks["size"].to_list() == [100, 3, 7]
     assert list(zip(rejects["line"].to_list(), rejects["reason"].to_list(), strict=True)) == [
         (1, "header"), (5, "bad_time")
     ]

@@ -16,10 +16,11 @@ CHECKPOINT_TOPIC = "ticks.replay.checkpoints"
 class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
     """Where a replay stands after a committed transaction.
 
-    Positions are per source (index into `sources`). Ticks are counted by `seq`, their 1-based
-    number in the source's replay order (after spreading): `resume_at` is the next tick not yet
-    binned, `rebuild_from` the first tick still in an open bin. `rejects_next` is the line after
-    the last rejected or skipped line already dead-lettered or counted.
+    Positions are per stream (index into the engine's `parts`: a source, or one symbol of a
+    file in symbol blocks). Ticks are counted by `seq`, their 1-based number in the stream's
+    replay order (after spreading): `resume_at` is the next tick not yet binned, `rebuild_from`
+    the first tick still in an open bin. `rejects_next` is the line after the last rejected or
+    skipped line already dead-lettered or counted.
     """
 
     job_id: str

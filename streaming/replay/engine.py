@@ -23,7 +23,7 @@ from streaming.records import DlqRecord, clip_payload
 from streaming.replay.binning import NO_TIME, Binner
 from streaming.replay.checkpoint import Checkpoint
 from streaming.replay.pacing import Schedule, live_shift_ms, live_wall0_ms, loop_period_ms
-from streaming.sources.files import DEFAULT_CHUNK_ROWS, source_format, tick_stream
+from streaming.sources.files import DEFAULT_CHUNK_ROWS, plan_parts, source_format, tick_stream
 from streaming.sources.frames import SKIP_REASONS, TickChunk
 from streaming.sources.http_source import with_replay_speed
 from streaming.sources.read_ahead import read_ahead
@@ -81,7 +81,9 @@ class ReplayEngine:
         self.stop = stop
         self.clock = clock
         self.binner = Binner(settings.bin_ms, settings.max_late_ms)
-        count = len(self.sources)
+        # The merged streams (a file in symbol blocks gives one per symbol); positions are per stream.
+        self.parts = plan_parts(self.sources, settings.symbol, columns)
+        count = len(self.parts)
         self.resume_at = [1] * count
         self.rejects_next = [1] * count
         self.round = 0
@@ -105,6 +107,11 @@ class ReplayEngine:
         self._watermark_sent = NO_TIME
 
     def _restore(self, ckpt: Checkpoint) -> None:
+        if len(ckpt.resume_at) != len(self.parts):
+            raise SourceError(
+                f"the checkpoint of {self.job_id} counts {len(ckpt.resume_at)} stream(s), the sources now give "
+                f"{len(self.parts)}: the files changed since; start a new run"
+            )
         self.round, self.period_ms, self.shift_ms = ckpt.round, ckpt.period_ms, ckpt.shift_ms
         self.resume_at = list(ckpt.resume_at)
         self.rejects_next = list(ckpt.rejects_next)
@@ -125,6 +132,7 @@ class ReplayEngine:
                 self.settings.chunk_rows or DEFAULT_CHUNK_ROWS,
                 spread=self.settings.spread,
                 columns=self.columns,
+                parts=self.parts,
             )
             # Paced: parse ahead in a thread, so the schedule's clock keeps closing bins meanwhile.
             for chunk in read_ahead(chunks) if self.paced else chunks:
@@ -152,7 +160,7 @@ class ReplayEngine:
                 self.period_ms = loop_period_ms(self._orig_first, self._orig_max)
             yield self._counted(self._final(self.binner.flush(), last=False))
             self.round += 1
-            self.resume_at = [1] * len(self.sources)
+            self.resume_at = [1] * len(self.parts)
         yield self._counted(self._final(self.binner.flush(), last=True))
         self.finished = True
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import polars as pl
 
 from streaming.errors import SourceError
-from streaming.sources.kibot import EXCHANGE_TZ, eastern_to_epoch_ms
+from streaming.sources.frames import REPEAT_SHIFT
+from streaming.sources.kibot import (
+    eastern_repeat_shift_ms,
+    eastern_to_epoch_ms,
+    local_repeat_shift_ms,
+    local_to_epoch_ms,
+)
 
 # Accepted column names per tick field (case-insensitive), unless a mapping names the column.
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -70,26 +76,39 @@ def resolve_columns(header: list[str], mapping: dict[str, str], source: str) -> 
 
 
 def epoch_ms(values: pl.Expr, dtype: pl.DataType) -> pl.Expr:
-    """Timestamps of any common form -> UTC epoch ms; naive wall clock is taken as America/New_York."""
+    """Timestamps of any common form -> UTC epoch ms; naive wall clock is taken as America/New_York.
+
+    A naive time in the repeated November hour comes out as its first pass; see `repeat_shift_ms`.
+    """
     if dtype.is_integer():
         return values.cast(pl.Int64)
     if dtype.is_float():
         return values.round(0).cast(pl.Int64, strict=False)
     if isinstance(dtype, pl.Datetime):
-        zoned = values if dtype.time_zone else values.dt.replace_time_zone(
-            EXCHANGE_TZ, ambiguous="earliest", non_existent="null"
-        )
-        return zoned.dt.epoch("ms")
+        return values.dt.epoch("ms") if dtype.time_zone else local_to_epoch_ms(values)
+    as_int, aware, naive = _text_forms(values)
+    return pl.coalesce(as_int, aware, local_to_epoch_ms(naive))
+
+
+def repeat_shift_ms(values: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """For naive wall-clock times in a repeated hour: ms to the second pass (REPEAT_SHIFT); 0 for any other."""
+    if isinstance(dtype, pl.Datetime) and not dtype.time_zone:
+        return local_repeat_shift_ms(values)
+    if dtype.is_numeric() or isinstance(dtype, pl.Datetime):
+        return pl.lit(0, pl.Int64)
+    as_int, aware, naive = _text_forms(values)
+    # Only a value read as naive text is wall clock; epoch ms and times with an offset are exact.
+    return pl.when(as_int.is_null() & aware.is_null()).then(local_repeat_shift_ms(naive)).otherwise(0)
+
+
+def _text_forms(values: pl.Expr) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """Epoch ms as text, ISO 8601 with an offset (-> epoch ms), and naive ISO 8601 (-> naive datetime)."""
     text = values.cast(pl.String).str.strip_chars()
     as_int = text.cast(pl.Int64, strict=False)
     iso = text.str.replace(" ", "T", literal=True)
     aware = iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%z", time_unit="ms", strict=False).dt.epoch("ms")
-    naive = (
-        iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", time_unit="ms", strict=False)
-        .dt.replace_time_zone(EXCHANGE_TZ, ambiguous="earliest", non_existent="null")
-        .dt.epoch("ms")
-    )
-    return pl.coalesce(as_int, aware, naive)
+    naive = iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", time_unit="ms", strict=False)
+    return as_int, aware, naive
 
 
 def table_candidates(
@@ -106,10 +125,12 @@ def table_candidates(
 
     if "ts" in columns:
         ts = epoch_ms(pl.col(columns["ts"]), table.schema[columns["ts"]])
+        shift = repeat_shift_ms(pl.col(columns["ts"]), table.schema[columns["ts"]])
     else:
         # Trimmed like every other field (and like the Kibot reader does), so `03/08/2024, 09:30:00`
         # parses the same whichever order the header puts the columns in.
-        ts = eastern_to_epoch_ms(col("date", pl.String()), col("time", pl.String()))
+        date, time = col("date", pl.String()), col("time", pl.String())
+        ts, shift = eastern_to_epoch_ms(date, time), eastern_repeat_shift_ms(date, time)
     # A symbol column names every row itself (an empty cell is a row without a symbol, not one to
     # fill in from elsewhere); `symbol` (the file name's, else --symbol) is for tables without one.
     sym = col("symbol", pl.String()) if "symbol" in columns else pl.lit(symbol, pl.String)
@@ -118,6 +139,7 @@ def table_candidates(
         payload.alias("payload"),
         sym.alias("symbol"),
         ts.alias("ts_ms"),
+        shift.cast(pl.Int64).alias(REPEAT_SHIFT),
         col("price", pl.Float64()).alias("price"),
         col("bid", pl.Float64()).alias("bid"),
         col("ask", pl.Float64()).alias("ask"),

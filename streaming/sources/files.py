@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from streaming.bounds import SYMBOL_RULE
 from streaming.errors import SourceError
+from streaming.sources.blocks import by_symbol, symbol_blocks
 from streaming.sources.columns import parse_mapping
 from streaming.sources.frames import PUBLIC_COLUMNS, TickChunk
 from streaming.sources.kibot import is_kibot_header, read_kibot
-from streaming.sources.lines import first_line, open_checked
+from streaming.sources.lines import WHOLE_FILE, Span, first_line, line_offsets, open_checked
 from streaming.sources.merge import merge_streams, with_order_ts
 from streaming.sources.naming import symbol_from_filename
 from streaming.sources.spread import SecondSpreader
-from streaming.sources.tables import read_csv_table, read_parquet_table
+from streaming.sources.tables import csv_symbols, parquet_symbols, read_csv_table, read_parquet_table
 
 DEFAULT_CHUNK_ROWS = 200_000
 MIN_FILE_CHUNK_ROWS = 1_000
@@ -45,10 +47,55 @@ def source_format(path: Path) -> str:
     )
 
 
+@dataclass(frozen=True)
+class Part:
+    """One stream of the merge: a source (file or URL), or the spans of one symbol of a file in symbol blocks."""
+
+    source: str
+    spans: tuple[Span, ...] = WHOLE_FILE
+
+
+def plan_parts(
+    paths: Sequence[str | Path], symbol: str | None = None, columns: str | dict[str, str] | None = None
+) -> list[Part]:
+    """The streams to merge: one per source, and one per symbol for a CSV/Parquet file in symbol blocks.
+
+    Pre-scans the symbol column of each CSV/Parquet file that has one (streaming/sources/blocks.py).
+    SourceError at once for a source that cannot be read.
+    """
+    if not paths:
+        raise SourceError("no tick source given")
+    mapping = parse_mapping(columns) if isinstance(columns, str) or columns is None else columns
+    parts: list[Part] = []
+    for raw in paths:
+        if "://" in str(raw):
+            parts.append(Part(str(raw)))
+            continue
+        path = Path(raw)
+        fmt = source_format(path)
+        keys = {"csv": csv_symbols, "parquet": parquet_symbols}.get(fmt)
+        blocks = symbol_blocks(keys(path, mapping, DEFAULT_CHUNK_ROWS)) if keys is not None else None
+        groups = by_symbol(blocks) if blocks else []
+        if len(groups) < 2:
+            parts.append(Part(str(raw)))
+            continue
+        # Parquet rows need no byte offsets (row groups are addressed by row number).
+        firsts = sorted(b.first for b in blocks or [])
+        offsets = dict(zip(firsts, line_offsets(path, firsts) if fmt == "csv" else firsts, strict=True))
+        for group in groups:
+            parts.append(Part(str(raw), tuple(Span(b.first, b.last, offsets[b.first]) for b in group)))
+    return parts
+
+
 def open_file(
-    path: Path, src: int, symbol: str | None, chunk_rows: int, columns: dict[str, str] | None = None
+    path: Path,
+    src: int,
+    symbol: str | None,
+    chunk_rows: int,
+    columns: dict[str, str] | None = None,
+    spans: Sequence[Span] = WHOLE_FILE,
 ) -> Iterator[TickChunk]:
-    """One file's chunks in file order (SourceError at once when it cannot be read)."""
+    """One file's chunks (of `spans`: lines or rows) in file order (SourceError at once when it cannot be read)."""
     fmt = source_format(path)
     # The help text's precedence: a symbol column, else the file name, and --symbol only for files
     # without either (so AAA_x.txt and BBB_y.txt are never relabelled into one stream).
@@ -61,8 +108,8 @@ def open_file(
             )
         return read_kibot(path, chosen, chunk_rows, src)
     if fmt == "csv":
-        return read_csv_table(path, chosen, columns or {}, chunk_rows, src)
-    return read_parquet_table(path, chosen, columns or {}, chunk_rows, src)
+        return read_csv_table(path, chosen, columns or {}, chunk_rows, src, spans)
+    return read_parquet_table(path, chosen, columns or {}, chunk_rows, src, spans)
 
 
 def refuse_repeats(sources: Sequence[str | Path]) -> None:
@@ -86,16 +133,10 @@ def refuse_repeats(sources: Sequence[str | Path]) -> None:
         seen[key] = text
 
 
-def spread_stream(stream: Iterator[TickChunk], whole_seconds_only: bool) -> Iterator[TickChunk]:
-    """Spread the ticks of each second; sources with sub-second times are left alone."""
+def spread_stream(stream: Iterator[TickChunk]) -> Iterator[TickChunk]:
+    """Spread the ticks of each 1 s-resolution second (spread.py decides per second, never per chunk)."""
     spreader = SecondSpreader()
-    decided: bool | None = None if whole_seconds_only else True
     for chunk in stream:
-        if decided is None and chunk.ticks.height:
-            decided = bool((chunk.ticks["ts_ms"] % 1000 == 0).all())
-        if not decided:
-            yield chunk
-            continue
         yield TickChunk(spreader.push(chunk.ticks), chunk.rejects)
     tail = spreader.flush()
     if tail.height:
@@ -108,30 +149,29 @@ def tick_stream(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     spread: bool = False,
     columns: str | dict[str, str] | None = None,
+    parts: Sequence[Part] | None = None,
 ) -> Iterator[TickChunk]:
-    """All files merged in event-time order, with rejects and skipped rows, every tick with `src` and `order_ts`.
+    """All streams merged in event-time order, with rejects and skipped rows, every tick with `src` and `order_ts`.
 
-    Every file is opened (and its format checked) before the first chunk is returned.
+    A stream is a source, or one symbol of a file in symbol blocks (`plan_parts`, computed here
+    unless given); `src` is the stream's index in `parts`. Every file is opened (and its format
+    checked) before the first chunk is returned.
     """
-    if not paths:
-        raise SourceError("no tick source given")
     refuse_repeats(paths)
     mapping = parse_mapping(columns) if isinstance(columns, str) or columns is None else columns
-    # The merge holds a chunk of every file at once: share the chunk budget so memory stays flat.
-    chunk_rows = max(MIN_FILE_CHUNK_ROWS, chunk_rows // len(paths))
+    chosen = list(parts) if parts is not None else plan_parts(paths, symbol, mapping)
+    # The merge holds a chunk of every stream at once: share the chunk budget so memory stays flat
+    # (never above what was asked for, so a small --chunk-rows is honoured).
+    chunk_rows = max(min(chunk_rows, MIN_FILE_CHUNK_ROWS), chunk_rows // len(chosen))
     streams: list[Iterator[TickChunk]] = []
-    for src, raw in enumerate(paths):
-        if "://" in str(raw):
+    for src, part in enumerate(chosen):
+        if "://" in part.source:
             from streaming.sources.http_source import api_ticks
 
-            api = api_ticks(str(raw), chunk_rows, src)
-            streams.append(with_order_ts(spread_stream(api, whole_seconds_only=True) if spread else api))
-            continue
-        path = Path(raw)
-        stream = open_file(path, src, symbol, chunk_rows, mapping)
-        if spread:
-            stream = spread_stream(stream, whole_seconds_only=source_format(path) != "kibot")
-        streams.append(with_order_ts(stream))
+            stream = api_ticks(part.source, chunk_rows, src)
+        else:
+            stream = open_file(Path(part.source), src, symbol, chunk_rows, mapping, part.spans)
+        streams.append(with_order_ts(spread_stream(stream) if spread else stream))
     return merge_streams(streams)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import polars as pl
 
 from streaming.bounds import (
@@ -16,6 +17,7 @@ from streaming.bounds import (
     SYMBOL_REGEX,
     SYMBOL_RULE,
 )
+from streaming.wallclock import RepeatedHour, second_pass_flags
 
 TICK_SCHEMA: dict[str, pl.DataType] = {
     "symbol": pl.String(),
@@ -41,6 +43,9 @@ REJECT_SCHEMA: dict[str, pl.DataType] = {
 }
 # Rows that are not ticks but not errors either: counted as skipped, never dead-lettered.
 SKIP_REASONS = frozenset({"blank", "header"})
+# Candidate column of readers of local wall-clock times: ms to add to `ts_ms` (read as the first
+# pass) when the tick is on the second pass of a repeated hour; 0 or null elsewhere.
+REPEAT_SHIFT = "repeat_shift_ms"
 
 
 def empty_ticks() -> pl.DataFrame:
@@ -59,6 +64,24 @@ class TickChunk:
 
     ticks: pl.DataFrame
     rejects: pl.DataFrame = field(default_factory=empty_rejects)
+
+
+class WallClock:
+    """One stream's side of the repeated-hour rule (streaming/wallclock.py), carried across its chunks."""
+
+    def __init__(self) -> None:
+        self.state = RepeatedHour()
+
+    def resolve(self, ts_ms: pl.Series, shift_ms: pl.Series) -> pl.Series:
+        """`ts_ms` (good ticks in stream order, repeated hours read as the first pass) with the second pass moved on."""
+        ambiguous = (shift_ms.fill_null(0) > 0).to_numpy()
+        if not ambiguous.any():
+            return ts_ms
+        ts = ts_ms.to_numpy().copy()
+        flags, self.state = second_pass_flags(ts[ambiguous].tolist(), self.state)
+        at = np.flatnonzero(ambiguous)[np.asarray(flags, dtype=bool)]
+        ts[at] += shift_ms.to_numpy()[at]
+        return pl.Series(ts_ms.name, ts, dtype=pl.Int64)
 
 
 def _row_rules() -> list[tuple[pl.Expr, str, str]]:
@@ -104,13 +127,15 @@ def rounded_prices(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def checked(candidates: pl.DataFrame, file: str, src: int) -> TickChunk:
+def checked(candidates: pl.DataFrame, file: str, src: int, clock: WallClock | None = None) -> TickChunk:
     """Split parsed rows into good ticks and rejects with reason and detail.
 
     `candidates` has line, payload, symbol, ts_ms, price, bid, ask, size (nulls where a cast
     failed) and `reason`/`detail` already set for rows a reader refused outright. Prices are
     rounded to 6 decimals first (`rounded_prices`); a row beyond the contract's bounds is
-    rejected as `out_of_range` with the bound in its detail.
+    rejected as `out_of_range` with the bound in its detail. Readers of local wall-clock times
+    add `REPEAT_SHIFT`, resolved by `clock` (the stream's, so its state goes on from chunk to
+    chunk; a fresh one when None). Only good ticks move the clock's state.
     """
     rules = _row_rules()
     # coalesce takes the first rule broken, after a reason the reader already set.
@@ -119,6 +144,8 @@ def checked(candidates: pl.DataFrame, file: str, src: int) -> TickChunk:
     judged = rounded_prices(candidates).with_columns(reason=reason, detail=detail)
     good = judged.filter(pl.col("reason").is_null())
     bad = judged.filter(pl.col("reason").is_not_null())
+    if REPEAT_SHIFT in good.columns:
+        good = good.with_columns((clock or WallClock()).resolve(good["ts_ms"].cast(pl.Int64), good[REPEAT_SHIFT]))
     ticks = good.select(
         pl.col("symbol").cast(pl.String),
         pl.col("ts_ms").cast(pl.Int64),

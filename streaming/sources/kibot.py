@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
-from streaming.sources.frames import TickChunk, checked, skipped_rows
+from streaming.sources.frames import REPEAT_SHIFT, TickChunk, WallClock, checked, skipped_rows
 from streaming.sources.lines import line_chunks
 
 KIBOT_FIELDS = ["date", "time", "price", "bid", "ask", "size"]
@@ -22,13 +22,36 @@ def is_kibot_header(line: str) -> bool:
     return line.strip().lower().replace(" ", "") == KIBOT_HEADER
 
 
-def eastern_to_epoch_ms(date: pl.Expr, time: pl.Expr) -> pl.Expr:
-    """`MM/DD/YYYY` + `HH:MM:SS` US/Eastern wall clock -> UTC epoch ms (null when unparsable or in a DST gap)."""
-    stamp = pl.concat_str([date, time], separator=" ").str.strptime(
-        pl.Datetime("ms"), "%m/%d/%Y %H:%M:%S", strict=False
-    )
-    # The repeated hour in November is taken as its first (EDT) occurrence, like Kibot's own export.
+def _kibot_stamp(date: pl.Expr, time: pl.Expr) -> pl.Expr:
+    return pl.concat_str([date, time], separator=" ").str.strptime(pl.Datetime("ms"), "%m/%d/%Y %H:%M:%S", strict=False)
+
+
+def local_to_epoch_ms(stamp: pl.Expr) -> pl.Expr:
+    """A naive US/Eastern wall-clock datetime -> UTC epoch ms, a repeated hour read as its first pass (EDT).
+
+    Null in the spring gap. `local_repeat_shift_ms` says how far the second pass lies later.
+    """
     return stamp.dt.replace_time_zone(EXCHANGE_TZ, ambiguous="earliest", non_existent="null").dt.epoch("ms")
+
+
+def local_repeat_shift_ms(stamp: pl.Expr) -> pl.Expr:
+    """The ms from the first to the second pass of a repeated hour (3,600,000), 0 for an unambiguous time."""
+    latest = stamp.dt.replace_time_zone(EXCHANGE_TZ, ambiguous="latest", non_existent="null").dt.epoch("ms")
+    return latest - local_to_epoch_ms(stamp)
+
+
+def eastern_to_epoch_ms(date: pl.Expr, time: pl.Expr) -> pl.Expr:
+    """`MM/DD/YYYY` + `HH:MM:SS` US/Eastern wall clock -> UTC epoch ms (null when unparsable or in a DST gap).
+
+    The repeated hour in November comes out as its first (EDT) pass; readers add
+    `eastern_repeat_shift_ms` as `REPEAT_SHIFT`, and `checked` moves the second pass on by file order.
+    """
+    return local_to_epoch_ms(_kibot_stamp(date, time))
+
+
+def eastern_repeat_shift_ms(date: pl.Expr, time: pl.Expr) -> pl.Expr:
+    """`local_repeat_shift_ms` of a Kibot date and time."""
+    return local_repeat_shift_ms(_kibot_stamp(date, time))
 
 
 def skip_reason(payload: pl.Expr) -> pl.Expr:
@@ -62,8 +85,13 @@ def shape_rules(field_count: pl.Expr, bid: pl.Expr, ask: pl.Expr) -> list[pl.Exp
     ]
 
 
-def parse_kibot_lines(numbers: pl.Series, raw: pl.Series, symbol: str | None, file: str, src: int) -> TickChunk:
-    """Parse one chunk of Kibot lines vectorised; bad rows become rejects with reason and detail."""
+def parse_kibot_lines(
+    numbers: pl.Series, raw: pl.Series, symbol: str | None, file: str, src: int, clock: WallClock | None = None
+) -> TickChunk:
+    """Parse one chunk of Kibot lines vectorised; bad rows become rejects with reason and detail.
+
+    `clock` is the file's repeated-hour state (a fresh one when None: a chunk on its own).
+    """
     frame = pl.DataFrame([numbers.alias("line"), raw.alias("payload")]).with_columns(
         skip_reason(pl.col("payload")).alias("skip")
     )
@@ -80,13 +108,14 @@ def parse_kibot_lines(numbers: pl.Series, raw: pl.Series, symbol: str | None, fi
         "payload",
         pl.lit(symbol, pl.String).alias("symbol"),
         eastern_to_epoch_ms(pl.col("date"), pl.col("time")).alias("ts_ms"),
+        eastern_repeat_shift_ms(pl.col("date"), pl.col("time")).alias(REPEAT_SHIFT),
         pl.col("price").cast(pl.Float64, strict=False),
         pl.col("bid").cast(pl.Float64, strict=False),
         pl.col("ask").cast(pl.Float64, strict=False),
         pl.col("size").cast(pl.Int64, strict=False),
         "fields",
     ).with_columns(shape_rules(pl.col("fields"), pl.col("bid"), pl.col("ask"))).drop("fields")
-    chunk = checked(candidates, file, src)
+    chunk = checked(candidates, file, src, clock)
     extra = [
         skipped_rows(skipped["line"], skipped["payload"], "blank", file, src),
         skipped_rows(headers["line"], headers["payload"], "header", file, src),
@@ -96,5 +125,6 @@ def parse_kibot_lines(numbers: pl.Series, raw: pl.Series, symbol: str | None, fi
 
 def read_kibot(path: Path, symbol: str | None, chunk_rows: int, src: int = 0) -> Iterator[TickChunk]:
     """A Kibot file in chunks of `chunk_rows` lines, at constant memory."""
+    clock = WallClock()  # one per file: the repeated hour is decided by this file's own order
     for numbers, raw in line_chunks(path, chunk_rows):
-        yield parse_kibot_lines(numbers, raw, symbol, str(path), src)
+        yield parse_kibot_lines(numbers, raw, symbol, str(path), src, clock)

@@ -7,6 +7,8 @@ rows count as ticks, however, is one rule for both: the replay's row acceptance 
 (`streaming.sources.kibot.skip_reason` / `shape_rules` and `streaming.sources.frames.checked`,
 with the numeric bounds and the symbol pattern) are applied to the rows parsed here, so a
 row the replay dead-letters is never expected in the bins, and a row it keeps always is.
+The repeated November hour is decided by file order with the replay's pure rule
+(streaming/wallclock.py, applied through `checked`), so both read such a file alike.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import polars as pl
 from streaming.bounds import is_symbol
 from streaming.errors import SourceError
 from streaming.sources.files import source_format
-from streaming.sources.frames import SKIP_REASONS, checked
+from streaming.sources.frames import REPEAT_SHIFT, SKIP_REASONS, checked
 from streaming.sources.kibot import shape_rules, skip_reason
 
 KIBOT_COLUMNS = ["date", "time", "price", "bid", "ask", "size"]
@@ -78,14 +80,20 @@ def text_lines(data: bytes) -> list[str]:
     return lines
 
 
+def _wall(date: pl.Expr, time: pl.Expr) -> pl.Expr:
+    return (date + " " + time).str.strptime(pl.Datetime("ms"), "%m/%d/%Y %H:%M:%S", strict=False)
+
+
 def _eastern_ms(date: pl.Expr, time: pl.Expr) -> pl.Expr:
-    # Null when unparsable or inside the spring DST gap (the replay's `bad_time`).
-    return (
-        (date + " " + time)
-        .str.strptime(pl.Datetime("ms"), "%m/%d/%Y %H:%M:%S", strict=False)
-        .dt.replace_time_zone(EXCHANGE_ZONE, ambiguous="earliest", non_existent="null")
-        .dt.epoch("ms")
-    )
+    # Null when unparsable or inside the spring DST gap (the replay's `bad_time`); a repeated
+    # November hour comes out as its first pass (EDT), `_repeat_ms` says how far the second lies.
+    local = _wall(date, time).dt.replace_time_zone(EXCHANGE_ZONE, ambiguous="earliest", non_existent="null")
+    return local.dt.epoch("ms")
+
+
+def _repeat_ms(date: pl.Expr, time: pl.Expr) -> pl.Expr:
+    latest = _wall(date, time).dt.replace_time_zone(EXCHANGE_ZONE, ambiguous="latest", non_existent="null")
+    return latest.dt.epoch("ms") - _eastern_ms(date, time)
 
 
 def read_kibot(path: Path, symbol: str | None = None, src: int = 0) -> TickFile:
@@ -117,6 +125,7 @@ def read_kibot(path: Path, symbol: str | None = None, src: int = 0) -> TickFile:
         "payload",
         pl.lit(sym, pl.String).alias("symbol"),
         _eastern_ms(field_of["date"], field_of["time"]).alias("ts_ms"),
+        _repeat_ms(field_of["date"], field_of["time"]).alias(REPEAT_SHIFT),
         *(field_of[name].cast(pl.Float64, strict=False).alias(name) for name in ("price", "bid", "ask")),
         field_of["size"].cast(pl.Int64, strict=False).alias("size"),
         parts.list.len().cast(pl.Int64).alias("fields"),
