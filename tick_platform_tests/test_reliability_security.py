@@ -289,4 +289,7 @@ def test_stage_acls_are_least_privilege() -> None:
         assert topics(reader, AclOperation.READ) == {"ticks.agg.1s"}
         assert topics(reader, AclOperation.WRITE) == set()
         assert not [a for a in acls if a.principal == f"User:{reader}" and a.restype == ResourceType.TRANSACTIONAL_ID]
+    assert [(a.restype, a.name) for a in acls if a.principal == "User:tick-dashboard"] == [
+        (ResourceType.TOPIC, "ticks.agg.1s"), (ResourceType.GROUP, "tick-dashboard-")]
+    assert not [a for a in acls if a.principal == "User:tick-replay" and a.restype == ResourceType.GROUP]
     assert all(a.permission_type.name == "ALLOW" and a.host == "*" for a in acls)

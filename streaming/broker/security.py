@@ -87,7 +87,7 @@ def load_or_create_credentials(path: Path) -> dict[str, str]:
 
 def _write_private(path: Path, text: str | bytes) -> None:
     """Write a file only its owner can read, atomically (a half-written key store never exists)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out:
@@ -205,8 +205,11 @@ def stage_acls(names: StageNames, users: dict[Stage, str]) -> list[AclBinding]:
     """The ACLs of each stage's principal: what it reads, writes, and which groups/transactions it owns.
 
     Producers need WRITE (and DESCRIBE, implied) on their topics and WRITE on their
-    transactional ids; consumers READ on topic and group. Group and transactional-id rules are
-    prefixed where a stage adds a suffix (job or instance id, a random reader group).
+    transactional ids; consumers READ on the topic and on their group. The readers that only
+    assign partitions still look up their (random, prefixed) group's coordinator when they ask
+    for offsets (the validator does), so they get READ on their group prefix too; a group ACL
+    without the topic's grants no data. Only the replay's checkpoint reader asks for none.
+    Transactional-id rules are prefixed: the stages add a job or instance id.
     """
     topic, group, txn = ResourceType.TOPIC, ResourceType.GROUP, ResourceType.TRANSACTIONAL_ID
     read, write, create = AclOperation.READ, AclOperation.WRITE, AclOperation.CREATE
@@ -219,7 +222,6 @@ def stage_acls(names: StageNames, users: dict[Stage, str]) -> list[AclBinding]:
         _acl(replay, topic, names.checkpoint_topic, create),
         _acl(replay, topic, names.checkpoint_topic, write),
         _acl(replay, topic, names.checkpoint_topic, read),
-        _acl(replay, group, names.replay_transactional_id, read, prefixed),  # its checkpoint reader
         _acl(replay, txn, names.replay_transactional_id, write, prefixed),  # "<id>-<job>"
         _acl(agg, topic, names.topic_raw, read),
         _acl(agg, group, names.agg_group, read),
@@ -227,15 +229,13 @@ def stage_acls(names: StageNames, users: dict[Stage, str]) -> list[AclBinding]:
         _acl(agg, topic, names.topic_dlq, write),
         _acl(agg, txn, names.agg_transactional_id_prefix, write, prefixed),  # "<prefix>-<instance>"
     ]
-    for stage, reader_group in (("warehouse", "tick-platform-"), ("dashboard", "tick-dashboard-")):
-        user = users[stage]  # type: ignore[index]
-        acls.append(_acl(user, topic, names.topic_agg, read))
-        acls.append(_acl(user, group, reader_group, read, prefixed))  # random reader groups
+    acls.append(_acl(users["warehouse"], topic, names.topic_agg, read))
     acls.append(_acl(users["warehouse"], group, names.facts_group, read))  # commits its progress
-    validator = users["validate"]
-    for name in (names.topic_raw, names.topic_agg, names.topic_dlq):
-        acls.append(_acl(validator, topic, name, read))
-    acls.append(_acl(validator, group, "tick-validate-", read, prefixed))
+    acls.append(_acl(users["warehouse"], group, "tick-platform-reader-", read, prefixed))
+    acls.append(_acl(users["dashboard"], topic, names.topic_agg, read))
+    acls.append(_acl(users["dashboard"], group, "tick-dashboard-", read, prefixed))
+    acls += [_acl(users["validate"], topic, name, read) for name in (names.topic_raw, names.topic_agg, names.topic_dlq)]
+    acls.append(_acl(users["validate"], group, "tick-validate-", read, prefixed))
     return acls
 
 
