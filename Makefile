@@ -12,7 +12,7 @@ SYMBOL  ?=
 ARGS    ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install jars browser up up3 down status reset topics smoke replay aggregate api platform \
+.PHONY: help install jars browser up up3 up-secure down status reset topics smoke replay aggregate api platform \
         snowflake-loader dashboard pipeline demo validate test test-unit lint typecheck bench reliability clean
 
 help: ## List the targets
@@ -41,6 +41,10 @@ up: $(STAMP) ## Start the local Kafka broker (idempotent) and create the topics
 
 up3: $(STAMP) ## Start a three-broker cluster on loopback (RF 3, min.insync.replicas 2)
 	$(PYTHON) -m streaming broker up --nodes 3
+
+up-secure: $(STAMP) ## Start the broker with SASL_SSL, SCRAM users and ACLs per stage; writes .run/broker/client.env
+	$(PYTHON) -m streaming broker up --secure
+	ENV_FILE=.run/broker/client.env $(PYTHON) -m streaming topics bootstrap
 
 down: $(STAMP) ## Stop the local broker(s)
 	$(PYTHON) -m streaming broker down

@@ -89,7 +89,7 @@ class BarFeed:
 
     def _consumer(self) -> Consumer:
         return Consumer({
-            **self.kafka.client_base(),
+            **self.kafka.client_base("dashboard"),
             "group.id": f"tick-dashboard-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",

@@ -30,24 +30,42 @@ EnvFile = Annotated[str | None, typer.Option("--env-file", help="Settings file (
 Brokers = Annotated[str | None, typer.Option("--brokers", help="Bootstrap servers (KAFKA_BROKERS).")]
 
 
-def _cluster(settings: Settings, nodes: int = 1):  # type: ignore[no-untyped-def]
+def _cluster(settings: Settings, nodes: int = 1, secure: bool | None = None):  # type: ignore[no-untyped-def]
     from streaming.broker.runner import LocalCluster
 
     return LocalCluster(
-        settings.broker.run_dir, settings.broker.cache_dir, settings.kafka.brokers, nodes, settings.broker.heap
+        settings.broker.run_dir, settings.broker.cache_dir, settings.kafka.brokers, nodes, settings.broker.heap,
+        secure=secure,
     )
+
+
+def _grant_stage_acls(settings: Settings, cluster) -> None:  # type: ignore[no-untyped-def]
+    """ACLs per stage principal on a secured broker, and where the clients' settings were written."""
+    from streaming.broker.security import stage_names
+    from streaming.replay.checkpoint import CHECKPOINT_TOPIC
+
+    names = stage_names(settings.kafka, settings.replay.transactional_id, settings.agg.group_id,
+                        settings.agg.transactional_id_prefix, settings.loader.consumer_group, CHECKPOINT_TOPIC)
+    count = cluster.grant_stage_acls(names)
+    # The snippet holds the passwords: print where it is, never what it says.
+    out.print(f"SASL_SSL with SCRAM-SHA-512, {count} ACLs for the stage principals; client settings "
+              f"(secrets, mode 0600) in {cluster.client_env_file}: append them to .env "
+              f"(cat {cluster.client_env_file} >> .env) or run with ENV_FILE={cluster.client_env_file}",
+              highlight=False, soft_wrap=True)
 
 
 @broker_app.command("up")
 def broker_up(
     nodes: Annotated[int, typer.Option("--nodes", min=1, max=5, help="1, or 3 for a replicated cluster.")] = 1,
     brokers: Brokers = None,
+    secure: Annotated[bool, typer.Option(
+        "--secure", help="SASL_SSL (SCRAM-SHA-512, TLS, ACLs per stage); writes client.env for the clients.")] = False,
     env_file: EnvFile = None,
 ) -> None:
     """Fetch the jars (once), format KRaft storage and start the broker; returns when it answers."""
     settings = settings_or_exit(env_file, kafka={"brokers": brokers})
     with one_line_errors():
-        cluster = _cluster(settings, nodes)
+        cluster = _cluster(settings, nodes, secure=True if secure else None)
         if len(cluster.nodes) != nodes and cluster.running():
             console.print(
                 f"a {len(cluster.nodes)}-node cluster is running in {cluster.run_dir}; "
@@ -56,6 +74,8 @@ def broker_up(
             raise typer.Exit(1)
         if cluster.running() and len(cluster.running()) == len(cluster.nodes):
             out.print(f"broker already running at {cluster.bootstrap} (run folder {cluster.run_dir}); nothing to do")
+            if cluster.secure:
+                _grant_stage_acls(settings, cluster)
             return
         started = time.monotonic()
         cluster.up(settings.broker.start_timeout_s)
@@ -63,7 +83,9 @@ def broker_up(
             f"broker up: {len(cluster.nodes)} node(s) at {cluster.bootstrap} "
             f"in {time.monotonic() - started:.1f}s (logs: {cluster.run_dir})"
         )
-        if nodes > 1:
+        if cluster.secure:
+            _grant_stage_acls(settings, cluster)
+        elif nodes > 1:
             out.print(f"use KAFKA_BROKERS={cluster.bootstrap}")
 
 
@@ -128,9 +150,11 @@ def _refuse_reset_under_consumers(settings: Settings, bootstrap: str) -> None:
 def topics_bootstrap(brokers: Brokers = None, env_file: EnvFile = None) -> None:
     """Create ticks.raw, ticks.agg.1s and ticks.dlq (idempotent)."""
     from streaming.broker.topics import bootstrap_topics
+    from streaming.kafka_access import check_access
 
     settings = settings_or_exit(env_file, kafka={"brokers": brokers})
     with one_line_errors():
+        check_access(settings.kafka)
         for name, state in bootstrap_topics(settings.kafka).items():
             out.print(f"{name}: {state}")
 
@@ -164,9 +188,11 @@ def topics_reset(
 def topics_list(brokers: Brokers = None, env_file: EnvFile = None) -> None:
     """Topics with partitions, replication, end offsets and consumer-group lag."""
     from streaming.broker.topics import describe_topics, group_lag, list_groups
+    from streaming.kafka_access import check_access
 
     settings = settings_or_exit(env_file, kafka={"brokers": brokers})
     with one_line_errors():
+        check_access(settings.kafka)
         try:
             infos = describe_topics(settings.kafka)
         except Exception as exc:
@@ -198,9 +224,11 @@ def topics_list(brokers: Brokers = None, env_file: EnvFile = None) -> None:
 def smoke(brokers: Brokers = None, env_file: EnvFile = None) -> None:
     """Bootstrap the topics, produce one message (idempotent, acks=all) and read it back."""
     from streaming.broker.smoke import round_trip
+    from streaming.kafka_access import check_access
 
     settings = settings_or_exit(env_file, kafka={"brokers": brokers})
     with one_line_errors():
+        check_access(settings.kafka)
         message = round_trip(settings.kafka)
         out.print(f"smoke ok: {message}")
 

@@ -22,6 +22,15 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The warehouse's fact windows (tick_platform/rollup.py): every 1 s bar must lie inside one of each.
 FACT_WINDOWS_MS = (60_000, 300_000)
 
+# The stages that may each authenticate as their own Kafka principal (KAFKA_<STAGE>_SASL_*).
+Stage = Literal["replay", "agg", "warehouse", "dashboard", "validate"]
+STAGES: tuple[Stage, ...] = ("replay", "agg", "warehouse", "dashboard", "validate")
+
+
+def stage_env_name(stage: Stage, part: Literal["username", "password"]) -> str:
+    """The environment name of a stage's SASL username or password, e.g. KAFKA_AGG_SASL_PASSWORD."""
+    return f"KAFKA_{stage.upper()}_SASL_{part.upper()}"
+
 
 def _env_file() -> str | None:
     """The env file to read: ENV_FILE if set, else `.env` in the working directory."""
@@ -59,6 +68,18 @@ class KafkaSettings(BaseSettings):
     sasl_password: SecretStr | None = None
     ssl_ca_location: str | None = None
     client_config: dict[str, str] = Field(default_factory=dict)
+    # One principal per stage (least privilege: docs/operations.md, "ACLs per stage"):
+    # KAFKA_<STAGE>_SASL_USERNAME / _PASSWORD, each falling back to KAFKA_SASL_USERNAME / _PASSWORD.
+    replay_sasl_username: str | None = None
+    replay_sasl_password: SecretStr | None = None
+    agg_sasl_username: str | None = None
+    agg_sasl_password: SecretStr | None = None
+    warehouse_sasl_username: str | None = None
+    warehouse_sasl_password: SecretStr | None = None
+    dashboard_sasl_username: str | None = None
+    dashboard_sasl_password: SecretStr | None = None
+    validate_sasl_username: str | None = None
+    validate_sasl_password: SecretStr | None = None
 
     @field_validator("brokers")
     @classmethod
@@ -69,17 +90,46 @@ class KafkaSettings(BaseSettings):
                 raise ValueError(f"expected host:port[,host:port...], got {value!r}")
         return value
 
-    def client_base(self) -> dict[str, Any]:
-        """librdkafka settings every producer, consumer and admin client starts from."""
+    @model_validator(mode="after")
+    def _stage_credentials_in_pairs(self) -> KafkaSettings:
+        # A stage user without its password would silently authenticate with the shared password
+        # (or none): refuse it here, naming the missing setting.
+        for stage in STAGES:
+            user = getattr(self, f"{stage}_sasl_username")
+            password = getattr(self, f"{stage}_sasl_password")
+            if bool(user) != bool(password):
+                given, missing = ("username", "password") if user else ("password", "username")
+                raise ValueError(f"{stage_env_name(stage, missing)} is not set but "  # type: ignore[arg-type]
+                                 f"{stage_env_name(stage, given)} is")  # type: ignore[arg-type]
+        return self
+
+    def credentials(self, stage: Stage | None = None) -> tuple[str | None, SecretStr | None, str]:
+        """(username, password, the settings they came from) of `stage`'s principal.
+
+        A stage's own KAFKA_<STAGE>_SASL_* pair wins; otherwise the shared KAFKA_SASL_* pair.
+        The third element names the settings for error messages, never their values.
+        """
+        if stage is not None and getattr(self, f"{stage}_sasl_username"):
+            return (getattr(self, f"{stage}_sasl_username"), getattr(self, f"{stage}_sasl_password"),
+                    f"{stage_env_name(stage, 'username')} / {stage_env_name(stage, 'password')}")
+        return self.sasl_username, self.sasl_password, "KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD"
+
+    def client_base(self, stage: Stage | None = None) -> dict[str, Any]:
+        """librdkafka settings every producer, consumer and admin client starts from.
+
+        `stage` picks that stage's principal (KAFKA_<STAGE>_SASL_*); None is the shared one
+        (admin tools: topics, smoke).
+        """
         conf: dict[str, Any] = {"bootstrap.servers": self.brokers}
         if self.security_protocol:
             conf["security.protocol"] = self.security_protocol
         if self.sasl_mechanism:
             conf["sasl.mechanism"] = self.sasl_mechanism
-        if self.sasl_username:
-            conf["sasl.username"] = self.sasl_username
-        if self.sasl_password:
-            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        username, password, _names = self.credentials(stage)
+        if username:
+            conf["sasl.username"] = username
+        if password:
+            conf["sasl.password"] = password.get_secret_value()
         if self.ssl_ca_location:
             conf["ssl.ca.location"] = self.ssl_ca_location
         conf.update(self.client_config)

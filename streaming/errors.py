@@ -29,3 +29,7 @@ class ContractError(TickPlatformError):
 
 class StageKafkaError(BrokerError):
     """A stage's Kafka client failed mid-stream (fenced, fatal, timed out); a restart resumes from its last commit."""
+
+
+class KafkaAccessError(BrokerError):
+    """Kafka refused this principal (credentials, TLS, protocol): retrying cannot help, so nothing retries it."""

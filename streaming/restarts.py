@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from streaming.errors import StageKafkaError
+from streaming.errors import KafkaAccessError, StageKafkaError
+from streaming.kafka_access import denied_access
 
 T = TypeVar("T")
 
@@ -45,6 +46,11 @@ def run_with_restarts(run_once: Callable[[int], T], policy: RestartPolicy, *, wh
         try:
             return run_once(restarts)
         except StageKafkaError as exc:
+            denied = denied_access(str(exc))
+            if denied is not None:
+                # The broker's authorizer said no: a restart asks again with the same principal
+                # and gets the same answer, so it ends the stage at once with that answer.
+                raise KafkaAccessError(f"{what}: {denied}") from None
             if clock() - started >= policy.healthy_after_s:
                 restarts = 0
             if restarts >= policy.max_restarts:

@@ -129,7 +129,8 @@ def materialize_facts(
     t0 = to_ms(datetime.strptime(first, "%Y-%m-%d-%H:%M").replace(tzinfo=UTC))
     t1 = t0 + count * WINDOW_MS
     resources = {
-        "kafka": KafkaResource.from_settings(kafka or chosen.kafka),
+        # The same env file as the warehouse: SASL/SSL of a secured broker come from it.
+        "kafka": KafkaResource.from_settings(kafka or chosen.kafka, env_file=env_file),
         "warehouse": WarehouseResource.from_settings(chosen, env_file),
     }
     dagster_instance = instance or _instance()

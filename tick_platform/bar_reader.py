@@ -78,7 +78,7 @@ class _Probe:
 def consumer_config(kafka: KafkaSettings) -> dict[str, Any]:
     """A non-committing read_committed consumer that reports the end of a partition."""
     return {
-        **kafka.client_base(),
+        **kafka.client_base("warehouse"),
         "group.id": f"tick-platform-reader-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,

@@ -154,10 +154,142 @@ def test_services_bind_loopback_by_default() -> None:
     settings = load_settings()
     assert ApiSettings().host == settings.api.host == "127.0.0.1"
     assert DashboardSettings().host == settings.dashboard.host == "127.0.0.1"
-    assert all(node.host == "127.0.0.1" for node in plan_nodes(KafkaSettings().brokers, 3))
+    assert all(node.host == "127.0.0.1" for node in plan_nodes(KafkaSettings.model_validate({}).brokers, 3))
     server = _serve_metrics(0, Counters)
     try:
         assert server.server_address[0] == "127.0.0.1"
     finally:
         server.shutdown()
         server.server_close()
+
+
+STAGE_ENV = {f"KAFKA_{stage.upper()}_SASL_{part.upper()}": f"{stage}-{part}-{'x' if part == 'password' else 'u'}"
+             for stage in ("replay", "agg", "warehouse", "dashboard", "validate") for part in ("username", "password")}
+
+
+def test_each_stage_authenticates_as_its_own_principal(secure_env: KafkaSettings,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """KAFKA_<STAGE>_SASL_* reach that stage's clients only; admin tools keep KAFKA_SASL_*."""
+    import dashboard.feed
+    import streaming.aggregate.processor
+    import streaming.broker.topics
+    import streaming.validate.kafka_reader
+    from dashboard.bar_cache import BarCache
+    from streaming.aggregate.processor import Aggregator
+    from streaming.replay.kafka_io import producer_config
+    from tick_platform.bar_reader import consumer_config
+
+    for name, value in STAGE_ENV.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    kafka = settings.kafka
+    for module, attrs in ((streaming.aggregate.processor, ("Consumer", "Producer")),
+                          (streaming.validate.kafka_reader, ("Consumer",)), (dashboard.feed, ("Consumer",)),
+                          (streaming.broker.topics, ("AdminClient",))):
+        for attr in attrs:
+            monkeypatch.setattr(module, attr, Recorder())
+    Aggregator(settings)
+    streaming.validate.kafka_reader.reader_consumer(kafka)
+    dashboard.feed.BarFeed(kafka, BarCache(10))._consumer()
+    streaming.broker.topics.admin_client(kafka)
+    seen = {
+        "replay": producer_config(kafka, settings.replay, "tick-replay-x"),
+        "agg": streaming.aggregate.processor.Consumer.configs[-1],  # type: ignore[attr-defined]
+        "agg producer": streaming.aggregate.processor.Producer.configs[-1],  # type: ignore[attr-defined]
+        "warehouse": consumer_config(kafka),
+        "dashboard": dashboard.feed.Consumer.configs[-1],  # type: ignore[attr-defined]
+        "validate": streaming.validate.kafka_reader.Consumer.configs[-1],  # type: ignore[attr-defined]
+    }
+    for client, conf in seen.items():
+        stage = client.split()[0]
+        assert (conf["sasl.username"], conf["sasl.password"]) == (f"{stage}-username-u", f"{stage}-password-x"), client
+        assert conf["security.protocol"] == "SASL_SSL" and conf["ssl.ca.location"] == "/etc/ssl/certs/ca.pem"
+    admin = streaming.broker.topics.AdminClient.configs[-1]  # type: ignore[attr-defined]
+    assert (admin["sasl.username"], admin["sasl.password"]) == ("tick-platform", PASSWORD)
+    shown = repr(settings) + settings.kafka.model_dump_json()
+    assert not [v for k, v in STAGE_ENV.items() if k.endswith("PASSWORD") and v in shown]
+
+
+def test_a_stage_user_without_its_password_is_a_one_line_config_error() -> None:
+    """KAFKA_AGG_SASL_USERNAME alone would log in with the shared password: refused, naming the missing one."""
+    done = run_cli("topics", "list", env={**SECURITY_ENV, "KAFKA_AGG_SASL_USERNAME": "tick-aggregator"})
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert len(output.strip().splitlines()) == 1 and "KAFKA_AGG_SASL_PASSWORD is not set" in output
+    assert PASSWORD not in output
+
+
+def test_access_problems_name_the_settings_not_the_values(secure_env: KafkaSettings) -> None:
+    """librdkafka's messages for a refused password, a bad CA and a plaintext client become one named cause."""
+    from streaming.kafka_access import access_problem, denied_access
+
+    refused = "_AUTHENTICATION sasl_ssl://h:9093/bootstrap: SASL authentication error: Authentication failed"
+    line = access_problem(secure_env, "agg", [refused])
+    assert line is not None and "KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD" in line and PASSWORD not in line
+    own = secure_env.model_copy(update={"agg_sasl_username": "a", "agg_sasl_password": secure_env.sasl_password})
+    assert "KAFKA_AGG_SASL_PASSWORD" in (access_problem(own, "agg", [refused]) or "")
+    bad_ca = "_SSL h:9093/bootstrap: SSL handshake failed: certificate verify failed (after 3ms in state SSL_HANDSHAKE)"
+    assert "KAFKA_SSL_CA_LOCATION" in (access_problem(secure_env, None, [bad_ca]) or "")
+    plain = secure_env.model_copy(update={"security_protocol": "PLAINTEXT"})
+    closed = "h:9093/bootstrap: Disconnected: connection closed by peer (after 0ms in state APIVERSION_QUERY)"
+    assert "KAFKA_SECURITY_PROTOCOL is PLAINTEXT" in (access_problem(plain, None, [closed]) or "")
+    assert access_problem(secure_env, None, [closed, "1/1 brokers are down"]) is None  # TLS client: not this
+    assert access_problem(plain, None, ["Connect to ipv4#127.0.0.1:9092 failed: Connection refused"]) is None
+    assert "TOPIC_AUTHORIZATION_FAILED" in (denied_access("KafkaError{code=TOPIC_AUTHORIZATION_FAILED}") or "")
+    assert denied_access("KafkaError{code=_TIMED_OUT}") is None
+
+
+def test_an_authorization_refusal_is_not_restarted() -> None:
+    """A stage error the authorizer caused ends the stage at once; a transient one is still restarted."""
+    from streaming.errors import KafkaAccessError, StageKafkaError
+    from streaming.restarts import RestartPolicy, run_with_restarts
+
+    calls: list[int] = []
+
+    def denied(restarts: int) -> None:
+        calls.append(restarts)
+        raise StageKafkaError("replay producer failed (KafkaError{code=TOPIC_AUTHORIZATION_FAILED,val=29})")
+
+    with pytest.raises(KafkaAccessError, match="not authorized"):
+        run_with_restarts(denied, RestartPolicy(3, (0.0,)), what="replay", log=lambda _l: None,
+                          wait=lambda _s: False)
+    assert calls == [0]
+
+    def flaky(restarts: int) -> int:
+        calls.append(restarts)
+        if restarts < 2:
+            raise StageKafkaError("KafkaError{code=_TIMED_OUT}")
+        return restarts
+
+    calls.clear()
+    assert run_with_restarts(flaky, RestartPolicy(3, (0.0,)), what="x", log=lambda _l: None,
+                             wait=lambda _s: False) == 2
+    assert calls == [0, 1, 2]
+
+
+def test_stage_acls_are_least_privilege() -> None:
+    """Each principal gets exactly its stage's ACLs: the warehouse and dashboard read ticks.agg.1s only."""
+    from confluent_kafka.admin import AclOperation, ResourceType
+
+    from streaming.broker.security import STAGE_USERS, stage_acls, stage_names
+
+    names = stage_names(KafkaSettings.model_validate({}), "tick-replay", "tick-aggregator", "tick-aggregator",
+                        "tick-platform-facts", "ticks.replay.checkpoints")
+    acls = stage_acls(names, STAGE_USERS)
+
+    def topics(user: str, op: AclOperation) -> set[str]:
+        return {a.name for a in acls if a.principal == f"User:{user}" and a.restype == ResourceType.TOPIC
+                and a.operation == op}
+
+    assert topics("tick-replay", AclOperation.WRITE) == {"ticks.raw", "ticks.dlq", "ticks.replay.checkpoints"}
+    assert topics("tick-replay", AclOperation.READ) == {"ticks.replay.checkpoints"}
+    assert topics("tick-aggregator", AclOperation.READ) == {"ticks.raw"}
+    assert topics("tick-aggregator", AclOperation.WRITE) == {"ticks.agg.1s", "ticks.dlq"}
+    for reader in ("tick-warehouse", "tick-dashboard"):
+        assert topics(reader, AclOperation.READ) == {"ticks.agg.1s"}
+        assert topics(reader, AclOperation.WRITE) == set()
+        assert not [a for a in acls if a.principal == f"User:{reader}" and a.restype == ResourceType.TRANSACTIONAL_ID]
+    assert [(a.restype, a.name) for a in acls if a.principal == "User:tick-dashboard"] == [
+        (ResourceType.TOPIC, "ticks.agg.1s"), (ResourceType.GROUP, "tick-dashboard-")]
+    assert not [a for a in acls if a.principal == "User:tick-replay" and a.restype == ResourceType.GROUP]
+    assert all(a.permission_type.name == "ALLOW" and a.host == "*" for a in acls)

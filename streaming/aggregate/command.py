@@ -112,7 +112,12 @@ def aggregate(
         def log(line: str) -> None:
             console.print(line, highlight=False, soft_wrap=True, markup=False)
 
+        from streaming.kafka_access import check_access
+
         def run_once(restarts: int) -> Counters:
+            # Before every (re)start: a refused password or TLS setup ends the stage with one line
+            # (KafkaAccessError is not retried) instead of minutes of restarts that cannot help.
+            check_access(settings.kafka, "agg")
             if restarts:
                 counters.restarts += 1
             aggregator = Aggregator(settings, stop.is_set, max_bins=max_bins, until_idle=until_idle,

@@ -140,7 +140,7 @@ class Aggregator:
         self._commit_now = False  # bars closed by a producer's watermark: commit at once (live latency)
         self._delivery_error: str | None = None
         suffix = instance_suffix(settings)
-        base = self.kafka.client_base()
+        base = self.kafka.client_base("agg")
         consumer_conf: dict[str, Any] = {
             **base,
             "group.id": settings.agg.group_id,

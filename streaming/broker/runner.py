@@ -20,9 +20,12 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from streaming.broker import security
 from streaming.errors import BrokerError
 
 POM = Path(__file__).with_name("pom.xml")
@@ -141,12 +144,20 @@ def _pid_alive(pid: int) -> bool:
 class LocalCluster:
     """The broker(s) whose state lives in one run folder."""
 
-    def __init__(self, run_dir: Path, cache_dir: Path, brokers: str, nodes: int = 1, heap: str = "1g"):
+    def __init__(self, run_dir: Path, cache_dir: Path, brokers: str, nodes: int = 1, heap: str = "1g",
+                 secure: bool | None = None):
+        """`secure`: a SASL_SSL broker (security.py); None keeps what the run folder was formatted as."""
         self.run_dir = run_dir.resolve()
         self.cache_dir = cache_dir.resolve()
         self.heap = heap
         saved = self._saved_layout()
         self.nodes = saved if saved else plan_nodes(brokers, nodes)
+        saved_secure = self._saved_secure()
+        if saved is not None and secure is not None and secure != saved_secure:
+            mode = "SASL_SSL" if saved_secure else "plaintext"
+            raise BrokerError(f"{self.run_dir} holds a {mode} broker; `broker reset` it first to change "
+                              "between plaintext and --secure")
+        self.secure = saved_secure if saved is not None else bool(secure)
         # The processes this object started: until the JVM has exec'd, /proc shows the parent's
         # command line, so liveness during start comes from the handle, not the pid file.
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
@@ -168,6 +179,52 @@ class LocalCluster:
             return None
         data = json.loads(path.read_text())
         return [Node(**n) for n in data["nodes"]]
+
+    def _saved_secure(self) -> bool:
+        path = self._layout_file()
+        return bool(path.is_file() and json.loads(path.read_text()).get("secure", False))
+
+    # security ---------------------------------------------------------------
+    @property
+    def security_dir(self) -> Path:
+        return self.run_dir / "security"
+
+    @property
+    def client_env_file(self) -> Path:
+        """The `.env` snippet for clients of a secured broker (written by `up`)."""
+        return self.run_dir / "client.env"
+
+    def credentials(self) -> dict[str, str]:
+        """The SCRAM users and passwords of a secured broker (created on first use)."""
+        return security.load_or_create_credentials(self.security_dir / "credentials.json")
+
+    def _tls(self) -> security.TlsFiles:
+        return security.generate_tls(self.security_dir, [n.host for n in self.nodes])
+
+    def admin_config(self) -> dict[str, Any]:
+        """librdkafka settings of the runner's own admin client (the super user on a secured broker)."""
+        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "log_level": 2}
+        if self.secure:
+            conf.update({
+                "security.protocol": "SASL_SSL", "sasl.mechanism": security.SCRAM_MECHANISM,
+                "sasl.username": security.ADMIN_USER, "sasl.password": self.credentials()[security.ADMIN_USER],
+                "ssl.ca.location": str(self._tls().ca_pem),
+            })
+        return conf
+
+    def grant_stage_acls(self, names: security.StageNames) -> int:
+        """Create every stage principal's ACLs (idempotent) and write the client snippet; returns how many."""
+        if not self.secure:
+            raise BrokerError("ACLs need a secured broker: start it with `broker up --secure`")
+        bindings = security.stage_acls(names, security.STAGE_USERS)
+        admin = AdminClient(self.admin_config())
+        try:
+            for future in admin.create_acls(bindings, request_timeout=30).values():
+                future.result()
+        except KafkaException as exc:
+            raise BrokerError(f"creating the stage ACLs failed: {exc.args[0].str()}") from None
+        security.write_client_env(self.client_env_file, self.bootstrap, self._tls().ca_pem, self.credentials())
+        return len(bindings)
 
     def pid_of(self, node: Node) -> int | None:
         pid_file = self.node_dir(node) / "pid"
@@ -192,12 +249,13 @@ class LocalCluster:
         voters = ",".join(f"{x.node_id}@{x.host}:{x.controller_port}" for x in self.nodes)
         rf = min(3, n)
         isr = 2 if n >= 3 else 1
-        props = {
+        client = "SASL_SSL" if self.secure else "PLAINTEXT"
+        props: dict[str, object] = {
             "process.roles": "broker,controller",
             "node.id": node.node_id,
             "controller.quorum.voters": voters,
-            "listeners": f"PLAINTEXT://{node.host}:{node.port},CONTROLLER://{node.host}:{node.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{node.host}:{node.port},CONTROLLER://{node.host}:{node.controller_port}",
+            "listeners": f"{client}://{node.host}:{node.port},CONTROLLER://{node.host}:{node.controller_port}",
+            "advertised.listeners": f"{client}://{node.host}:{node.port},CONTROLLER://{node.host}:{node.controller_port}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
@@ -229,6 +287,8 @@ class LocalCluster:
             # rides out a long GC pause on a busy machine.
             props["broker.heartbeat.interval.ms"] = 1_000
             props["broker.session.timeout.ms"] = 5_000
+        if self.secure:
+            props.update(security.secure_properties(self._tls(), self.credentials()[security.ADMIN_USER]))
         return "".join(f"{k}={v}\n" for k, v in props.items())
 
     def _prepare(self, libs: Path) -> None:
@@ -238,20 +298,24 @@ class LocalCluster:
         if not cluster_id_file.is_file():
             cluster_id_file.write_text(_random_cluster_id())
         cluster_id = cluster_id_file.read_text().strip()
+        # SCRAM users exist from the first metadata record on, so the brokers can authenticate to
+        # each other before any admin call could create them.
+        scram = security.scram_arguments(self.credentials()) if self.secure else []
         for node in self.nodes:
             ndir = self.node_dir(node)
             (ndir / "logs").mkdir(parents=True, exist_ok=True)
-            (ndir / "server.properties").write_text(self._server_properties(node))
+            _write_owner_only(ndir / "server.properties", self._server_properties(node))
             (ndir / "log4j2.properties").write_text(LOG4J2)
             if not (ndir / "data" / "meta.properties").is_file():
                 fmt = subprocess.run(
                     ["java", "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format",
-                     "-t", cluster_id, "-c", str(ndir / "server.properties"), "-g"],
+                     "-t", cluster_id, "-c", str(ndir / "server.properties"), "-g", *scram],
                     capture_output=True, text=True,
                 )
                 if fmt.returncode != 0:
-                    raise BrokerError(f"formatting node {node.node_id} failed: {fmt.stderr.strip()[-500:]}")
-        layout.write_text(json.dumps({"nodes": [asdict(n) for n in self.nodes]}, indent=2))
+                    detail = _redact(fmt.stderr.strip()[-500:], self.credentials().values() if self.secure else ())
+                    raise BrokerError(f"formatting node {node.node_id} failed: {detail}")
+        layout.write_text(json.dumps({"nodes": [asdict(n) for n in self.nodes], "secure": self.secure}, indent=2))
 
     # lifecycle --------------------------------------------------------------
     def up(self, timeout_s: float = 90.0) -> bool:
@@ -318,7 +382,7 @@ class LocalCluster:
                 tail = log.read_text(errors="replace").splitlines()[-5:] if log.is_file() else []
                 raise BrokerError(f"broker node {dead[0].node_id} exited during start:\n" + "\n".join(tail))
             try:
-                admin = AdminClient({"bootstrap.servers": self.bootstrap, "socket.timeout.ms": 2000, "log_level": 2})
+                admin = AdminClient({**self.admin_config(), "socket.timeout.ms": 2000})
                 md = admin.list_topics(timeout=2)
                 if len(md.brokers) == len(self.nodes):
                     return
@@ -369,22 +433,50 @@ class LocalCluster:
         raise BrokerError(f"no node {node_id} in {self.run_dir}")
 
 
-def broker_answers(bootstrap: str, timeout_s: float = 3.0) -> bool:
-    """Whether a Kafka broker answers a metadata request at `bootstrap`."""
+def broker_answers(bootstrap: str, timeout_s: float = 3.0, client: dict[str, Any] | None = None) -> bool:
+    """Whether a Kafka broker answers a metadata request at `bootstrap` (with `client`'s security settings)."""
     try:
-        AdminClient({"bootstrap.servers": bootstrap, "log_level": 2}).list_topics(timeout=timeout_s)
+        AdminClient({**(client or {}), "bootstrap.servers": bootstrap, "log_level": 2}).list_topics(timeout=timeout_s)
     except Exception:
         return False
     return True
 
 
-def ensure_broker(run_dir: Path, cache_dir: Path, brokers: str, heap: str = "1g", timeout_s: float = 90.0) -> str:
-    """Use the broker at `brokers` if one answers; otherwise start the local one there. Says which."""
-    if broker_answers(brokers):
+def ensure_broker(run_dir: Path, cache_dir: Path, brokers: str, heap: str = "1g", timeout_s: float = 90.0,
+                  client: dict[str, Any] | None = None) -> str:
+    """Use the broker at `brokers` if one answers; otherwise start the local one there. Says which.
+
+    `client`: the clients' librdkafka settings, so a secured broker is asked the way they ask it.
+    A local broker started here is the run folder's own kind (plaintext unless formatted --secure).
+    """
+    if broker_answers(brokers, client=client):
         return f"using the broker at {brokers}"
     cluster = LocalCluster(run_dir, cache_dir, brokers, heap=heap)
+    wants_tls = str((client or {}).get("security.protocol", "PLAINTEXT")).upper() != "PLAINTEXT"
+    if wants_tls != cluster.secure:
+        raise BrokerError(
+            f"no broker answers at {brokers} with KAFKA_SECURITY_PROTOCOL="
+            f"{(client or {}).get('security.protocol', 'PLAINTEXT')}, and the local one in {cluster.run_dir} is "
+            f"{'SASL_SSL' if cluster.secure else 'plaintext'}: start it with `broker up"
+            f"{' --secure' if wants_tls else ''}` or fix the KAFKA_* settings"
+        )
     cluster.up(timeout_s)
     return f"broker up at {cluster.bootstrap} (logs in {cluster.run_dir})"
+
+
+def _write_owner_only(path: Path, text: str) -> None:
+    """server.properties of a secured node holds key store and admin passwords: owner-only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.chmod(path, 0o600)
+
+
+def _redact(text: str, secrets_: Any) -> str:
+    """`text` with every secret replaced by ***, for error lines that quote a tool's output."""
+    for secret in secrets_:
+        text = text.replace(secret, "***")
+    return text
 
 
 def _reap(pid: int) -> None:

@@ -48,7 +48,7 @@ def pipeline(
     with one_line_errors():
         broker = settings.broker
         console.print(ensure_broker(broker.run_dir, broker.cache_dir, settings.kafka.brokers, broker.heap,
-                                    broker.start_timeout_s))
+                                    broker.start_timeout_s, client=settings.kafka.client_base()))
         bootstrap_topics(settings.kafka)
         files = [str(Path(d)) for d in data] if data else ensure_demo_data()
         home = prepare_dagster_home(Path(os.environ.get("DAGSTER_HOME", ".dagster_home")).resolve())

@@ -56,7 +56,7 @@ def _step(console: Console, text: str) -> float:
 def _ensure_broker(settings: Settings, console: Console) -> None:
     broker = settings.broker
     console.print("  " + ensure_broker(broker.run_dir, broker.cache_dir, settings.kafka.brokers, broker.heap,
-                                       broker.start_timeout_s))
+                                       broker.start_timeout_s, client=settings.kafka.client_base()))
 
 
 def _start_aggregator(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:

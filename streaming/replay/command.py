@@ -84,8 +84,10 @@ def replay(
         else:
             if dlq is not None:
                 console.print("note: --dlq is for offline runs; DLQ records go to the DLQ topic", highlight=False)
+            from streaming.kafka_access import check_access
             from streaming.replay.producer import run_replay
 
+            check_access(settings.kafka, "replay")  # a refused password is one line, not retried
             summary = run_replay(settings, sources, stop, job_id=job_id, columns=columns, console=progress,
                                  new_run=new_run,
                                  log=lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False))

@@ -16,7 +16,7 @@ from streaming.replay.checkpoint import Checkpoint, checkpoint_decoder
 def producer_config(kafka: KafkaSettings, replay: ReplaySettings, transactional_id: str | None) -> dict[str, Any]:
     """Idempotent, acks=all, batched; transactional when `transactional_id` is given."""
     conf: dict[str, Any] = {
-        **kafka.client_base(),
+        **kafka.client_base("replay"),
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
@@ -34,7 +34,7 @@ def producer_config(kafka: KafkaSettings, replay: ReplaySettings, transactional_
 
 def ensure_checkpoint_topic(kafka: KafkaSettings, topic: str) -> None:
     """Create the compacted checkpoint topic if it does not exist yet."""
-    admin = AdminClient(kafka.client_base())
+    admin = AdminClient(kafka.client_base("replay"))
     try:
         md = admin.list_topics(timeout=10)
     except KafkaException as exc:
@@ -67,7 +67,7 @@ def read_checkpoint(kafka: KafkaSettings, topic: str, job_id: str, timeout_s: fl
     deadline = time.monotonic() + timeout_s
     consumer = Consumer(
         {
-            **kafka.client_base(),
+            **kafka.client_base("replay"),
             "group.id": f"{job_id}-checkpoint-reader",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",

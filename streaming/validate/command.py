@@ -45,6 +45,9 @@ def validate(
         fail("give --bars with --bins and/or --ticks, or --kafka", code=2)
     with one_line_errors():
         if kafka:
+            from streaming.kafka_access import check_access
+
+            check_access(settings.kafka, "validate")
             report = validate_kafka(
                 settings.kafka, ticks, symbol=symbol, spread=settings.replay.spread,
                 bin_ms=settings.replay.bin_ms, window_ms=settings.agg.window_ms, timeout_s=timeout_s,

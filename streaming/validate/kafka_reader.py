@@ -37,7 +37,7 @@ class TopicReadTimeout(BrokerError):
 def reader_consumer(kafka: KafkaSettings) -> Consumer:
     """A read_committed consumer that never commits and reports partition EOF."""
     return Consumer({
-        **kafka.client_base(),
+        **kafka.client_base("validate"),
         "group.id": f"tick-validate-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False,
         "isolation.level": "read_committed",

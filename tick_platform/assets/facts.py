@@ -36,7 +36,7 @@ def commit_progress(kafka: KafkaSettings, group: str, ranges: list[OffsetRange])
 
     Informational only (facts never resume from it); it never moves a committed offset back.
     """
-    consumer = Consumer({**kafka.client_base(), "group.id": group, "enable.auto.commit": False})
+    consumer = Consumer({**kafka.client_base("warehouse"), "group.id": group, "enable.auto.commit": False})
     try:
         tps = [TopicPartition(kafka.topic_agg, r.partition) for r in ranges]
         committed = {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=10)}

@@ -52,12 +52,18 @@ class KafkaResource(ConfigurableResource):  # type: ignore[type-arg]
         return settings.agg_grace_ms + self.idle_ms() + self.horizon_ms()
 
     @classmethod
-    def from_settings(cls, kafka: KafkaSettings, idle_timeout_ms: int | None = None) -> KafkaResource:
-        """A resource pointing at the brokers and topics of `kafka` (tests, the demo)."""
+    def from_settings(cls, kafka: KafkaSettings, idle_timeout_ms: int | None = None,
+                      env_file: str | None = None) -> KafkaResource:
+        """A resource pointing at the brokers and topics of `kafka` (tests, the demo).
+
+        `env_file` is where the clients' secrets are read from when a client is built (only its
+        path is part of the run config, never a password).
+        """
         return cls(
             brokers=kafka.brokers,
             topic_raw=kafka.topic_raw,
             topic_agg=kafka.topic_agg,
             topic_dlq=kafka.topic_dlq,
             idle_timeout_ms=idle_timeout_ms,
+            env_file=env_file,
         )
