@@ -82,7 +82,7 @@ class ReplayEngine:
         self.clock = clock
         self.binner = Binner(settings.bin_ms, settings.max_late_ms)
         # The merged streams (a file in symbol blocks gives one per symbol); positions are per stream.
-        self.parts = plan_parts(self.sources, settings.symbol, columns)
+        self.parts = plan_parts(self.read_sources, settings.symbol, columns)
         count = len(self.parts)
         self.resume_at = [1] * count
         self.rejects_next = [1] * count
