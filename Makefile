@@ -99,9 +99,11 @@ lint: $(STAMP) ## ruff
 typecheck: $(STAMP) ## mypy
 	$(BIN)/mypy streaming tick_platform dashboard
 
-test: $(STAMP) browser ## Install everything and run the whole suite against a real broker
+test: $(STAMP) browser ## Install everything and run the whole suite against a real broker, with coverage
 	$(PYTHON) -c "from streaming.broker.runner import fetch_jars; from streaming.config import PROJECT_ROOT; fetch_jars(PROJECT_ROOT / '.cache' / 'kafka')"
-	$(PYTHON) -m pytest -q -ra -m "not slow" $(ARGS)
+	rm -rf tick_platform_tests/_output/coverage
+	$(PYTHON) -m pytest -q -ra -m "not slow or ci" --cov --cov-report= $(ARGS); status=$$?; \
+	  $(PYTHON) tick_platform_tests/coverage_summary.py; exit $$status
 
 test-unit: $(STAMP) ## Only the tests that need no broker
 	$(PYTHON) -m pytest -q -m "not kafka and not browser" $(ARGS)

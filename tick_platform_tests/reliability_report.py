@@ -25,13 +25,13 @@ NOTES: dict[str, str] = {
     "broker_away_s": "broker away {} s",
     "kills": "{} kills",
     "recovery_each_s": "recovery per kill {} s",
-    "stage_restarts_on_error": "stage restarts on error: {}",
     "peak_rss_mb": "peak RSS {} MB",
     "max_open_windows_seen": "max open windows {}",
     "late_to_dlq": "{} late bins in DLQ",
     "rejected": "{} rejected",
     "dead_lettered": "{} dead-lettered",
     "mismatched": "{} mismatched",
+    "mismatched_vs_ticks": "{} bars differ from the raw ticks",
     "unit": "counted in {}",
     "old_rows_kept_after_kill": "old rows intact after the kill: {}",
     "error": "error: {}",
@@ -78,18 +78,36 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value} s"
 
 
+def _restarts(row: dict[str, Any]) -> str:
+    """The harness restarts of a run: rows before the column counted them as stage_restarts_on_error."""
+    value = row.get("harness_restarts", row.get("stage_restarts_on_error"))
+    return "-" if value is None else f"{value:,}"
+
+
+HEAD = ("| scenario | injected | messages in | messages out | lost | duplicated | harness restarts | recovery time "
+        "| notes | run at |\n|---|---|---:|---:|---:|---:|---:|---:|---|---|\n")
+# The column the harness restarts went in at (0-based, among the cells of a row).
+RESTARTS_COLUMN = 6
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     """The scorecard as a Markdown table."""
-    head = ("| scenario | injected | messages in | messages out | lost | duplicated | recovery time | notes "
-            "| run at |\n|---|---|---:|---:|---:|---:|---:|---|---|\n")
     body = "".join(
         f"| {_cell(r['scenario'])} | {_cell(r['injected'])} | {_cell(r['messages_in'])} | "
-        f"{_cell(r['messages_out'])} | {_cell(r['lost'])} | {_cell(r['duplicated'])} | "
+        f"{_cell(r['messages_out'])} | {_cell(r['lost'])} | {_cell(r['duplicated'])} | {_restarts(r)} | "
         f"{_seconds(r.get('recovery_s'))} | {_cell(_notes(r))} | "
         f"{_cell(r.get('recorded_at'))} |\n"
         for r in rows
     )
-    return head + body
+    return HEAD + body
+
+
+def _widened(line: str) -> str:
+    """A row of a table written before the harness restarts column, with "-" (not recorded) in it."""
+    cells = line.strip().strip("|").split(" | ")
+    if len(cells) == HEAD.split("\n", 1)[0].count(" | "):  # one cell short of the current header
+        cells.insert(RESTARTS_COLUMN, "-")
+    return "| " + " | ".join(c.strip() for c in cells) + " |"
 
 
 def _kept_lines(doc: str, fresh: set[str]) -> list[str]:
@@ -97,7 +115,7 @@ def _kept_lines(doc: str, fresh: set[str]) -> list[str]:
     if START not in doc or END not in doc:
         return []
     old = doc.split(START, 1)[1].split(END, 1)[0].strip().splitlines()[2:]  # below the header
-    return [line for line in old if line.startswith("| ") and line.split(" | ", 1)[0][2:] not in fresh]
+    return [_widened(line) for line in old if line.startswith("| ") and line.split(" | ", 1)[0][2:] not in fresh]
 
 
 def render(doc: str, rows: list[dict[str, Any]]) -> str:
@@ -130,7 +148,7 @@ def main(argv: list[str]) -> int:
     rows = latest_rows(rows_path)
     doc = doc_path.read_text() if doc_path.is_file() else "# Reliability\n"
     doc_path.write_text(render(doc, rows))
-    failing = [r["scenario"] for r in rows if r["lost"] or r["duplicated"]]
+    failing = [r["scenario"] for r in rows if r["lost"] or r["duplicated"] or r.get("harness_restarts")]
     print(f"scorecard: {len(rows)} scenarios -> {doc_path}" + (f"; NOT CLEAN: {', '.join(failing)}" if failing else ""))
     return 0
 

@@ -6,11 +6,15 @@ Quix Streams job produce the same bars on a tiny topic.
 
 from __future__ import annotations
 
+import sys
+import threading
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from streaming.bench import harness
 from streaming.bench.aggregate_bench import compare_bars, read_bars, run_ours, run_quix
 from streaming.bench.harness import Bench, Sizes, run_measured
 from streaming.bench.perf_tools import bin_record_size, parse_consumer, parse_producer
@@ -70,10 +74,30 @@ def test_native_time_is_charged_to_our_calling_function() -> None:
     assert frames[0][0].startswith("_process") and abs(frames[0][1] - 0.9) < 1e-9
 
 
-def test_measured_child_reports_peak_rss(tmp_path: Path) -> None:
-    res = run_measured(["python3", "-c", "x = bytearray(50 * 2**20); print('ok')"], timeout_s=60, cwd=tmp_path)
-    assert res.rc == 0 and res.text("out") == "ok"
-    assert res.peak_rss_mb >= 0  # a child this short may exit before the first sample
+def test_measured_child_reports_peak_rss(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child fills 50 MiB and holds them until the harness has sampled it once after that: peak >= 50 MB."""
+    release = tmp_path / "release"
+    allocated = threading.Event()
+    original = harness._tree_peak
+
+    def sampled(proc: Any) -> float:
+        peak = original(proc)
+        if allocated.is_set():  # this sample was taken while the 50 MiB were in use: the child may go
+            release.touch()
+        return peak
+
+    monkeypatch.setattr(harness, "_tree_peak", sampled)
+    child = ("import pathlib, sys, time\nx = b'\\x01' * (50 * 2**20)\nprint('allocated', flush=True)\n"
+             "while not pathlib.Path(sys.argv[1]).exists():\n    time.sleep(0.01)\nprint('ok')")
+
+    def on_line(line: harness.Line) -> None:
+        if line.text == "allocated":
+            allocated.set()
+
+    res = run_measured([sys.executable, "-c", child, str(release)], timeout_s=60, cwd=tmp_path, on_line=on_line)
+    assert res.rc == 0 and not res.timed_out and res.text("out") == "allocated\nok"
+    # peak_rss_mb is in MiB (VmHWM / 1024): 50 MiB of touched bytes plus an interpreter (about 10 MiB).
+    assert 50 <= res.peak_rss_mb < 50 + 100, res.peak_rss_mb
 
 
 @pytest.mark.kafka

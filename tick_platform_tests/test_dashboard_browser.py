@@ -11,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,6 +79,51 @@ def _expected_window(bars: list[Bar], history_s: int) -> list[Bar]:
     return [b for b in ordered if b.start_ts_ms >= since]
 
 
+# A render is settled when no element is stale (Streamlit marks the previous run's elements while a
+# run is under way), no run is in progress, there is one chart, and its drawn candles were counted in
+# the same JavaScript turn as its data (so both come from one render).
+_RENDER_STATE = """() => {
+  const plots = document.querySelectorAll('.js-plotly-plot');
+  const gd = plots[0];
+  return {
+    stale: document.querySelectorAll('[data-stale="true"]').length,
+    running: document.querySelectorAll('[data-testid="stStatusWidgetRunningIcon"]').length,
+    plots: plots.length,
+    candles: gd ? gd.querySelectorAll('g.trace.boxes path.box').length : -1,
+    traces: gd && gd.data ? gd.data.map(t => ({type: t.type, n: (t.y || t.close).length,
+      last: t.close ? t.close[t.close.length - 1] : t.y[t.y.length - 1]})) : [],
+  };
+}"""
+
+
+def switch_auto_refresh_off(page: Any) -> None:
+    """Turn the sidebar's Auto-refresh toggle off and wait until the page says so (one full rerun follows)."""
+    toggle = page.locator('[data-testid="stSidebar"] [data-testid="stCheckbox"]').filter(has_text="Auto-refresh")
+    box = toggle.locator('input[type="checkbox"]')
+    assert box.is_checked(), "auto-refresh should be on by default"
+    toggle.locator("label").first.click()
+    page.wait_for_function("el => !el.checked", arg=box.element_handle(), timeout=30_000)
+
+
+def settled_render(page: Any, timeout_ms: int = 60_000) -> dict[str, Any]:
+    """The chart's data and drawn candles once the page has finished its last run (see _RENDER_STATE).
+
+    Waits for the same state twice in a row half a second apart: a run that was about to start
+    (the rerun the toggle caused) shows up as a change, and the wait goes on.
+    """
+    deadline = time.monotonic() + timeout_ms / 1000
+    previous: dict[str, Any] | None = None
+    state: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        state = page.evaluate(_RENDER_STATE)
+        quiet = state["stale"] == 0 and state["running"] == 0 and state["plots"] >= 1 and state["traces"]
+        if quiet and state == previous:
+            return state
+        previous = state if quiet else None
+        page.wait_for_timeout(500)
+    raise AssertionError(f"the dashboard did not settle within {timeout_ms / 1000:.0f}s; last state {state}")
+
+
 @pytest.mark.kafka
 @pytest.mark.browser
 @pytest.mark.timeout(420)
@@ -103,25 +149,27 @@ def test_dashboard_renders_real_candles_and_badges(kafka: KafkaSettings, sample_
             last = window[-1]
             page.get_by_text(f"{MAX_BARS:,} bars · 1 symbol").first.wait_for(timeout=90_000)
             page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').first.wait_for(timeout=60_000)
+            # The bars arrived by the auto-refresh alone (no reload). Now stop it, so that nothing re-renders
+            # while the page is read: a count taken during a fragment rerun saw the stale and the new
+            # candles together (168 path.box for a window of 90 on a loaded machine).
             page.wait_for_function(
                 "n => { const gd = document.querySelector('.js-plotly-plot');"
                 " return gd && gd.data && gd.data[0].close.length === n; }",
                 arg=len(window), timeout=60_000,
             )
+            switch_auto_refresh_off(page)
+            render = settled_render(page)
             page.screenshot(path=str(output_dir / "dashboard.png"), full_page=True)
-            traces = page.evaluate(
-                "() => document.querySelector('.js-plotly-plot').data.map(t => ({type: t.type,"
-                " n: (t.y || t.close).length,"
-                " last: t.close ? t.close[t.close.length - 1] : t.y[t.y.length - 1]}))"
-            )
+            assert render["plots"] == 1, render
+            traces = render["traces"]
             assert [t["type"] for t in traces] == ["candlestick", "scatter", "bar"]
             assert [t["n"] for t in traces] == [len(window)] * 3
             assert traces[0]["last"] == last.close
             window_vwap = sum(b.notional for b in window) / sum(b.volume for b in window)
             assert traces[1]["last"] == pytest.approx(window_vwap, rel=1e-9)
             assert traces[2]["last"] == last.volume
-            candles = page.locator(".js-plotly-plot g.trace.boxes path.box").count()
-            assert candles == len(window)
+            # Drawn candles, counted in the same plot and the same settled DOM as its data.
+            assert render["candles"] == len(window), render
 
             metrics = page.locator('[data-testid="stMetricValue"]').all_inner_texts()
             assert metrics[0] == f"{last.close:.2f}"  # the sample's last close, 42.52

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -25,6 +24,7 @@ import pytest
 from streaming.broker.runner import free_port_base
 from streaming.config import PROJECT_ROOT, KafkaSettings
 from tick_platform.checks import FACT_CHECKS
+from tick_platform_tests.reliability_support import PATIENT_STOP_S, patient_pipeline
 from tick_platform_tests.test_platform_support import assert_facts_equal, expected_ohlcv, read_kibot
 
 pytestmark = pytest.mark.kafka
@@ -111,7 +111,7 @@ def test_sensor_loads_a_real_replay_and_graphql_shows_it(
     log = tmp_path / "pipeline.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streaming", "pipeline", "--data", str(sample_path), "--dagster-port", str(port)],
+            patient_pipeline("--data", str(sample_path), "--dagster-port", str(port)),
             stdout=out, stderr=subprocess.STDOUT, env=env, cwd=PROJECT_ROOT, start_new_session=True,
         )
     data: dict[str, Any] | None = None
@@ -126,11 +126,11 @@ def test_sensor_loads_a_real_replay_and_graphql_shows_it(
             time.sleep(3)
     finally:
         proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=120)
+        code = proc.wait(timeout=PATIENT_STOP_S + 120)
     text = log.read_text()
     assert code == 0, text[-3000:]
     assert "fact partitions 2010-02-17 .. 2010-02-18" in text
-    assert "SIGKILL needed" not in text
+    assert "SIGKILL needed" not in text  # every child stopped by itself (see patient_pipeline)
 
     nodes = _nodes(data)
     for key in ("fact_ticks_60s", "fact_ticks_300s"):

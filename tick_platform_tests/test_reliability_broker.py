@@ -9,8 +9,9 @@ with an offline replay + offline aggregate of the same files: 0 lost, 0 duplicat
 The stages run as subprocesses under a tiny supervisor loop (`Supervised`): if a stage exits
 with an error, or makes no progress for a minute while the broker answers, the loop records it
 (a finding, reported in the scorecard row) and starts it again, as an operator or systemd would
-(Restart=on-failure plus a liveness check). The tests assert that the output is exact, and
-report how many such restarts were needed. The aggregator runs as a daemon and is
+(Restart=on-failure plus a liveness check), so the run reaches its end and can be compared. The
+tests assert that the output is exact and that no such restart was needed (the stages ride
+through a broker's absence in-process); the scorecard reports the count. The aggregator runs as a daemon and is
 ended with SIGTERM once its group is caught up and ticks.agg.1s stays quiet.
 """
 
@@ -92,7 +93,7 @@ def _broker_failure(work: Path, *, nodes: int, victim: int, sig: int, down_s: fl
     pipeline: Supervised | None = None
     try:
         cluster.up(timeout_s=180)
-        kafka = KafkaSettings(brokers=cluster.bootstrap)
+        kafka = KafkaSettings(brokers=cluster.bootstrap)  # type: ignore[call-arg]  # defaults: pydantic-settings
         bootstrap_topics(kafka)
         pipeline = start_pipeline(kafka, files, work, speed)
         group = pipeline.aggregator.env["AGG_GROUP_ID"]
@@ -112,9 +113,9 @@ def _broker_failure(work: Path, *, nodes: int, victim: int, sig: int, down_s: fl
                        "the aggregator to commit again after the broker came back")
             recovery_s = time.monotonic() - restarted
             pipeline.run_to_end(300)
-            run = check_against_clean_run(kafka, expected_bins, expected_bars, pipeline.failures)
+            run = check_against_clean_run(kafka, expected_bins, expected_bars, pipeline)
             if not (run.bins.exact and run.bars.exact) or pipeline.failures:
-                run.failures.append(f"logs kept in {keep_logs(work, f'broker-{nodes}-nodes')}")
+                run.notes.append(f"logs kept in {keep_logs(work, f'broker-{nodes}-nodes')}")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\nstage failures: {pipeline.failures}\n{hanging_hints(cluster)}") from None
         return run, symbols * ticks, away_s, recovery_s
@@ -131,10 +132,11 @@ def test_single_broker_restart_mid_replay_equals_the_clean_run() -> None:
         "restart", nodes=1, victim=1, sig=signal.SIGTERM, down_s=3.0, symbols=6, ticks=4_000, speed=800)
     score("broker restart (1 node)", f"SIGTERM of the only broker mid-replay, back after {away_s:.0f}s",
           ticks, run, recovery_s, broker_away_s=round(away_s, 1))
-    assert_exact(run)
+    assert_exact(run, injected_restarts={})  # the stages ride through the broker's absence in-process
 
 
 @pytest.mark.slow
+@pytest.mark.ci
 @pytest.mark.kafka
 def test_single_broker_crash_mid_replay_equals_the_clean_run() -> None:
     """kill -9 the only broker while replay and aggregator run, start it again: output equals the clean run."""
@@ -142,10 +144,11 @@ def test_single_broker_crash_mid_replay_equals_the_clean_run() -> None:
         "crash", nodes=1, victim=1, sig=signal.SIGKILL, down_s=3.0, symbols=6, ticks=4_000, speed=800)
     score("broker crash (1 node)", f"kill -9 of the only broker mid-replay, back after {away_s:.0f}s",
           ticks, run, recovery_s, broker_away_s=round(away_s, 1))
-    assert_exact(run)
+    assert_exact(run, injected_restarts={})
 
 
 @pytest.mark.slow
+@pytest.mark.ci
 @pytest.mark.kafka
 def test_one_of_three_brokers_killed_and_back_equals_the_clean_run() -> None:
     """kill -9 one of three brokers (RF 3, min.insync.replicas 2) mid-run, bring it back: nothing lost or doubled."""
@@ -153,4 +156,4 @@ def test_one_of_three_brokers_killed_and_back_equals_the_clean_run() -> None:
         "three-nodes", nodes=3, victim=2, sig=signal.SIGKILL, down_s=8.0, symbols=6, ticks=4_000, speed=800)
     score("broker loss (3 nodes)", f"kill -9 of broker 2 of 3 mid-run, back after {away_s:.0f}s",
           ticks, run, recovery_s, broker_away_s=round(away_s, 1))
-    assert_exact(run)
+    assert_exact(run, injected_restarts={})

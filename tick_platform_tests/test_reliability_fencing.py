@@ -96,9 +96,10 @@ def test_fenced_producers_and_static_member_restart_in_process_and_equal_the_cle
             group, topic, parts = pipeline.group, kafka.topic_raw, kafka.partitions
             wait_until(pipeline.tended(lambda: committed_offsets(kafka, group, topic, parts) >= total // 6),
                        120, "a sixth of the bins aggregated")
+            replay_txn_id = ReplaySettings().transactional_id  # type: ignore[call-arg]  # defaults: pydantic-settings
             # Each fence gets "has the stage restarted since?" (only the static member needs it).
             steps: list[tuple[str, Callable[[Callable[[], bool]], None], Stage]] = [
-                ("replay producer", lambda _done: fence_producer(kafka, f"{ReplaySettings().transactional_id}-{job}"),
+                ("replay producer", lambda _done: fence_producer(kafka, f"{replay_txn_id}-{job}"),
                  pipeline.replay),
                 ("aggregator producer", lambda _done: fence_producer(kafka, f"tick-aggregator-{instance}"),
                  pipeline.aggregator),
@@ -110,15 +111,18 @@ def test_fenced_producers_and_static_member_restart_in_process_and_equal_the_cle
                 before = restarts(stage)
                 committed = committed_offsets(kafka, group, topic, parts)
                 started = time.monotonic()
-                restarted = pipeline.tended(lambda stage=stage, before=before: restarts(stage) > before)
+                def moved_on(stage: Stage = stage, before: int = before) -> bool:
+                    return restarts(stage) > before
+
+                restarted = pipeline.tended(moved_on)
                 fence(restarted)
                 wait_until(restarted, 120, f"the {what} to be restarted in-process")
                 _progress(pipeline, committed)
                 injected.append((what, time.monotonic() - started))
             pipeline.run_to_end(300)
-            run = check_against_clean_run(kafka, expected_bins, expected_bars, pipeline.failures)
+            run = check_against_clean_run(kafka, expected_bins, expected_bars, pipeline)
             if not (run.bins.exact and run.bars.exact) or pipeline.failures:
-                run.failures.append(f"logs kept in {keep_logs(work, 'fencing')}")
+                run.notes.append(f"logs kept in {keep_logs(work, 'fencing')}")
         finally:
             stop_all(pipeline.replay, pipeline.aggregator)
         replay_restarts, aggregator_restarts = restarts(pipeline.replay), restarts(pipeline.aggregator)
@@ -127,8 +131,7 @@ def test_fenced_producers_and_static_member_restart_in_process_and_equal_the_cle
           "with the same group.instance.id, while the replay publishes (with watermark records)", 8 * 4_000, run,
           max(s for _w, s in injected), fenced={w: round(s, 1) for w, s in injected},
           in_process_restarts={"replay": replay_restarts, "aggregate": aggregator_restarts})
-    # Ridden through: no stage exited or stalled, each restarted itself.
-    assert pipeline.failures == [], pipeline.failures
-    assert pipeline.replay.starts == 1 and pipeline.aggregator.starts == 1
+    # Ridden through: no stage exited or stalled (assert_exact: no harness restart, one start each),
+    # each restarted itself in-process.
     assert replay_restarts >= 1 and aggregator_restarts >= 2, (replay_restarts, aggregator_restarts)
-    assert_exact(run)
+    assert_exact(run, injected_restarts={})

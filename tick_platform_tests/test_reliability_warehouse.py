@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import polars as pl
@@ -21,7 +22,7 @@ import pytest
 
 from streaming.config import PROJECT_ROOT, KafkaSettings
 from streaming.records import Bar
-from tick_platform_tests.reliability_support import record_score
+from tick_platform_tests.reliability_support import record_score, wait_until
 from tick_platform_tests.test_platform_support import (
     assert_facts_equal,
     bars_from_ticks,
@@ -55,6 +56,22 @@ RUN = textwrap.dedent(
                 time.sleep(120)
 
         WarehouseConnection.insert_frame = paused
+    attempts_file = os.environ.get("LOCK_ATTEMPTS_FILE")
+    if attempts_file:
+        import duckdb
+
+        connect, refused = duckdb.connect, [0]
+
+        def counted(*args, **kwargs):
+            try:
+                return connect(*args, **kwargs)
+            except duckdb.IOException as exc:
+                if "lock" in str(exc).lower():  # the event the test waits for: a refused attempt
+                    refused[0] += 1
+                    Path(attempts_file).write_text(str(refused[0]))
+                raise
+
+        duckdb.connect = counted
     report = materialize_facts(datetime.fromisoformat(sys.argv[1]), datetime.fromisoformat(sys.argv[2]),
                                load_settings(), with_dimensions=False)
     failed = sorted(c.name for c in report.checks if not c.passed)
@@ -100,11 +117,11 @@ def _tables(db: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 
 def _score_rows(scenario: str, injected: str, rows_in: int, rows_60: pl.DataFrame, rows_300: pl.DataFrame,
-                recovery_s: float, **extra: object) -> None:
+                recovery_s: float, *, harness_restarts: int, **extra: Any) -> None:
     out = rows_60.height + rows_300.height
     unique = rows_60["BAR_ID"].n_unique() + rows_300["BAR_ID"].n_unique()
     record_score(scenario, injected, rows_in, out, max(0, rows_in - unique), out - unique, recovery_s,
-                 unit="fact rows", **extra)
+                 harness_restarts=harness_restarts, unit="fact rows", **extra)
 
 
 def _revised(bars: list[Bar]) -> list[Bar]:
@@ -151,6 +168,7 @@ def test_a_run_killed_mid_write_leaves_the_old_rows_and_a_rerun_the_new(
     new_60, new_300 = _tables(db)
     _score_rows("fact run killed mid-write", "SIGKILL of a fact run between the DELETE and INSERT of its transaction, "
                 "then a rerun", old_60.height + old_300.height, new_60, new_300, rerun_s,
+                harness_restarts=0,  # the one rerun is the scenario's own
                 old_rows_kept_after_kill="yes" if kept else "NO")
     assert kept
     assert (new_60.height, new_300.height) == (30, 6)
@@ -167,14 +185,22 @@ def test_a_locked_warehouse_is_waited_for_and_the_run_completes(
     db = tmp_path / "warehouse.duckdb"
     holder = duckdb.connect(str(db))  # a read-write session elsewhere: the file is locked
     holder.execute("CREATE TABLE held (x INTEGER)")
-    run = _run(kafka, db)
-    time.sleep(8)
-    assert run.poll() is None  # waiting for the lock, not failed
+    attempts = tmp_path / "lock_attempts"
+    run = _run(kafka, db, LOCK_ATTEMPTS_FILE=str(attempts))
+
+    def refused() -> int:
+        return int(attempts.read_text() or 0) if attempts.is_file() else 0
+
+    # The run has met the lock and tried again (two refused opens), instead of a sleep that hopes so.
+    wait_until(lambda: run.poll() is not None or refused() >= 2, 120, "the fact run to retry the locked file")
+    assert run.poll() is None, "the run gave up on the lock instead of waiting"
+    refused_before_release = refused()
     released = time.monotonic()
     holder.close()
     _finish(run)
     rows_60, rows_300 = _tables(db)
-    _score_rows("warehouse locked", "another process held DuckDB read-write for 8 s when the fact run started",
-                36, rows_60, rows_300, time.monotonic() - released)
+    _score_rows("warehouse locked", "another process held DuckDB read-write when the fact run started, until the "
+                "run had been refused the file twice", 36, rows_60, rows_300, time.monotonic() - released,
+                harness_restarts=0, lock_attempts_refused=refused_before_release)
     assert_facts_equal(rows_60, expected_ohlcv(ticks, 60).filter(pl.col("BAR_ID").is_in(rows_60["BAR_ID"].to_list())))
     assert (rows_60.height, rows_300.height) == (30, 6)
