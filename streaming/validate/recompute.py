@@ -76,7 +76,13 @@ def bars_from_ticks(ticks: pl.DataFrame, window_ms: int, bin_ms: int, spread: bo
     bins = bins_from_ticks(ticks, bin_ms, spread).with_columns(
         ((pl.col("start_ts_ms") // window_ms) * window_ms).alias("window_start")
     )
-    bars = bins.group_by(["symbol", "window_start"]).agg(
+    bars = bins.group_by(["symbol", "window_start"]).agg(*_bar_of_bins())
+    return _finish_bars(bars.rename({"window_start": "start_ts_ms"}), window_ms)
+
+
+def _bar_of_bins() -> list[pl.Expr]:
+    """A bar over its bins in event-time order: the open of the earliest, the close of the latest, sums."""
+    return [
         pl.col("open").sort_by("start_ts_ms").first(),
         pl.col("high").max(),
         pl.col("low").min(),
@@ -85,8 +91,7 @@ def bars_from_ticks(ticks: pl.DataFrame, window_ms: int, bin_ms: int, spread: bo
         pl.col("notional").sum(),
         pl.col("trade_count").sum().cast(pl.Int64),
         pl.len().cast(pl.Int64).alias("bin_count"),
-    )
-    return _finish_bars(bars.rename({"window_start": "start_ts_ms"}), window_ms)
+    ]
 
 
 def bars_from_bins(bins: pl.DataFrame, window_ms: int) -> pl.DataFrame:
@@ -95,14 +100,7 @@ def bars_from_bins(bins: pl.DataFrame, window_ms: int) -> pl.DataFrame:
         ((pl.col("start_ts_ms") // window_ms) * window_ms).alias("window_start")
     )
     bars = unique.group_by(["symbol", "window_start"]).agg(
-        pl.col("open").sort_by("start_ts_ms").first(),
-        pl.col("high").max(),
-        pl.col("low").min(),
-        pl.col("close").sort_by("start_ts_ms").last(),
-        pl.col("volume").sum().cast(pl.Int64),
-        pl.col("notional").sum(),
-        pl.col("trade_count").sum().cast(pl.Int64),
-        pl.len().cast(pl.Int64).alias("bin_count"),
+        *_bar_of_bins(),
         pl.col("api_send_ts_ms").min(),
         pl.col("ingest_ts_ms").max().alias("last_bin_ingest_ts_ms"),
     )
