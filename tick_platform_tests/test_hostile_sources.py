@@ -370,3 +370,20 @@ def test_the_mock_api_refuses_the_same_file_twice(tmp_path: Path) -> None:
     path.write_text("03/08/2024,09:30:00,10.0,9.9,10.1,100\n")
     with pytest.raises(SourceError, match="given twice"):
         create_app([str(path), str(tmp_path / "." / "WDC_ticks.txt")])
+
+
+def test_iso_times_with_a_utc_designator_or_an_offset_are_exact(tmp_path: Path) -> None:
+    """`...Z`, `...+00:00`, `...-05:00` and fractions mean one instant each; naive text is New York wall clock."""
+    forms = {
+        "2024-03-08T14:30:00Z": T0,
+        "2024-03-08T14:30:00.250z": T0 + 250,
+        "2024-03-08T14:30:01+00:00": T0 + 1_000,
+        "2024-03-08T09:30:02-05:00": T0 + 2_000,
+        "2024-03-08 09:30:03": T0 + 3_000,
+    }
+    path = tmp_path / "iso.csv"
+    path.write_text("symbol,ts,price,size\n" + "".join(f"AAA,{ts},10,1\n" for ts in forms))
+    bins, dlq, _ = replay(tmp_path, str(path))
+    assert dlq == []
+    starts = sorted(b["start_ts_ms"] for b in bins)
+    assert starts == sorted((ms // 10) * 10 for ms in forms.values())

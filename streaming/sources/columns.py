@@ -105,7 +105,8 @@ def _text_forms(values: pl.Expr) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
     """Epoch ms as text, ISO 8601 with an offset (-> epoch ms), and naive ISO 8601 (-> naive datetime)."""
     text = values.cast(pl.String).str.strip_chars()
     as_int = text.cast(pl.Int64, strict=False)
-    iso = text.str.replace(" ", "T", literal=True)
+    # ISO 8601's `Z` (UTC) is an offset too: chrono's %z reads only numeric ones.
+    iso = text.str.replace(" ", "T", literal=True).str.replace(r"[Zz]$", "+00:00")
     aware = iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%z", time_unit="ms", strict=False).dt.epoch("ms")
     naive = iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", time_unit="ms", strict=False)
     return as_int, aware, naive
