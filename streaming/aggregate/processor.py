@@ -110,6 +110,12 @@ class PartitionState:
         return self.next_offset < self.rebuild_until
 
 
+# librdkafka memory of one aggregator: the producer queue and the consumer's prefetch, in KiB.
+PRODUCER_QUEUE_KBYTES = 131_072
+CONSUMER_PREFETCH_KBYTES = 65_536
+SEND_WAIT_POLLS = 600  # 0.1 s each: a queue that cannot drain in a minute is a broker problem
+
+
 class Aggregator:
     """One aggregator process (a member of AGG_GROUP_ID); `run` until stopped, idle or N bins."""
 
@@ -151,6 +157,7 @@ class Aggregator:
             "session.timeout.ms": 6_000,
             "heartbeat.interval.ms": 1_000,
             "fetch.wait.max.ms": 100,
+            "queued.max.messages.kbytes": CONSUMER_PREFETCH_KBYTES,
         }
         if settings.agg.instance_id:
             # Static membership: a restarted process takes its partitions back without a rebalance.
@@ -162,6 +169,9 @@ class Aggregator:
             "linger.ms": 5,
             "compression.type": "lz4",
             "queue.buffering.max.messages": 1_000_000,
+            # A bounded producer queue (librdkafka's default is 1 GB): a flood of DLQ records inside
+            # an open transaction waits for deliveries (`_send`) instead of growing RSS (finding 10).
+            "queue.buffering.max.kbytes": PRODUCER_QUEUE_KBYTES,
         }
         if self.exactly_once:
             producer_conf["transactional.id"] = f"{settings.agg.transactional_id_prefix}-{suffix}"
@@ -330,14 +340,9 @@ class Aggregator:
         if not bars:
             return
         topic = self.kafka.topic_agg
-        produce = self.producer.produce
         for bar in bars:
             self._ensure_txn()
-            try:
-                produce(topic, encode(bar), bar.symbol, partition=partition, on_delivery=self._delivered)
-            except BufferError:
-                self.producer.poll(0.5)
-                produce(topic, encode(bar), bar.symbol, partition=partition, on_delivery=self._delivered)
+            self._send(topic, encode(bar), bar.symbol, partition)
         counters = self.counters
         counters.bars_out += len(bars)
         counters.revisions += sum(1 for b in bars if b.revision)
@@ -358,7 +363,17 @@ class Aggregator:
     def _produce_dlq(self, record: DlqRecord) -> None:
         self._ensure_txn()
         self.counters.dlq += 1
-        self.producer.produce(self.kafka.topic_dlq, encode(record), b"aggregate", on_delivery=self._delivered)
+        self._send(self.kafka.topic_dlq, encode(record), b"aggregate")
+
+    def _send(self, topic: str, value: bytes, key: str | bytes, partition: int = -1) -> None:
+        """Produce one record; while the bounded queue is full, serve deliveries until it has room."""
+        for _ in range(SEND_WAIT_POLLS):
+            try:
+                self.producer.produce(topic, value, key, partition=partition, on_delivery=self._delivered)
+                return
+            except BufferError:
+                self.producer.poll(0.1)
+        raise StageKafkaError(f"the producer queue stayed full for {SEND_WAIT_POLLS // 10} s (broker unreachable?)")
 
     def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
         if err is not None:
