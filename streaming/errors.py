@@ -23,10 +23,6 @@ class InUseError(TickPlatformError):
     """Topics or consumer groups would be deleted while live consumers use them; the message says who."""
 
 
-class ContractError(TickPlatformError):
-    """A record does not satisfy its contract (docs/contracts)."""
-
-
 class StageKafkaError(BrokerError):
     """A stage's Kafka client failed mid-stream (fenced, fatal, timed out); a restart resumes from its last commit."""
 

@@ -42,13 +42,6 @@ def partition_key(start_ms: int) -> str:
     return datetime.fromtimestamp(start_ms / 1000, tz=UTC).strftime(KEY_FORMAT)
 
 
-def window_of_key(key: str) -> tuple[int, int]:
-    """`(start_ms, end_ms)` of a partition key."""
-    start = datetime.strptime(key, KEY_FORMAT).replace(tzinfo=UTC)
-    start_ms = int(start.timestamp() * 1000)
-    return start_ms, start_ms + WINDOW_MS
-
-
 def to_ms(moment: datetime) -> int:
     """Epoch ms of an aware datetime (naive ones are taken as UTC)."""
     aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

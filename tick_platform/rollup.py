@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-import msgspec
 import polars as pl
 
 from streaming.records import Bar
@@ -46,7 +45,6 @@ FACT_COLUMNS = [
     "END_TS",
     "INGEST_TS",
 ]
-VALUE_COLUMNS = [c for c in FACT_COLUMNS if c not in ("BAR_ID", "SYMBOL", "START_TS")]
 
 FACT_SCHEMA: dict[str, pl.DataType] = {
     "BAR_ID": pl.String(),
@@ -74,12 +72,6 @@ def bars_frame(bars: Iterable[Bar]) -> pl.DataFrame:
     """A frame of 1 s bars with the columns the rollups need, in the given order."""
     rows = [{k: getattr(b, k) for k in BAR_SCHEMA} for b in bars]
     return pl.DataFrame(rows, schema=BAR_SCHEMA, orient="row") if rows else pl.DataFrame(schema=BAR_SCHEMA)
-
-
-def bars_from_dicts(rows: Iterable[dict[str, object]]) -> pl.DataFrame:
-    """Like `bars_frame` for decoded JSON dicts (the extra fields are ignored)."""
-    bars = [msgspec.convert(r, Bar) for r in rows]
-    return bars_frame(bars)
 
 
 def latest_revisions(bars: pl.DataFrame) -> pl.DataFrame:

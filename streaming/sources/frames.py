@@ -48,11 +48,6 @@ SKIP_REASONS = frozenset({"blank", "header"})
 REPEAT_SHIFT = "repeat_shift_ms"
 
 
-def empty_ticks() -> pl.DataFrame:
-    """A tick frame without rows."""
-    return pl.DataFrame(schema=TICK_SCHEMA)
-
-
 def empty_rejects() -> pl.DataFrame:
     """A reject frame without rows."""
     return pl.DataFrame(schema=REJECT_SCHEMA)
