@@ -292,4 +292,8 @@ def test_stage_acls_are_least_privilege() -> None:
     assert [(a.restype, a.name) for a in acls if a.principal == "User:tick-dashboard"] == [
         (ResourceType.TOPIC, "ticks.agg.1s"), (ResourceType.GROUP, "tick-dashboard-")]
     assert not [a for a in acls if a.principal == "User:tick-replay" and a.restype == ResourceType.GROUP]
+    # The warehouse observes ticks.raw and the aggregator's lag: DESCRIBE only, never READ of its data.
+    assert [(a.restype, a.name) for a in acls if a.principal == "User:tick-warehouse"
+            and a.operation == AclOperation.DESCRIBE] == [(ResourceType.TOPIC, "ticks.raw"),
+                                                          (ResourceType.GROUP, "tick-aggregator")]
     assert all(a.permission_type.name == "ALLOW" and a.host == "*" for a in acls)

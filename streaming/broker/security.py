@@ -212,7 +212,7 @@ def stage_acls(names: StageNames, users: dict[Stage, str]) -> list[AclBinding]:
     Transactional-id rules are prefixed: the stages add a job or instance id.
     """
     topic, group, txn = ResourceType.TOPIC, ResourceType.GROUP, ResourceType.TRANSACTIONAL_ID
-    read, write, create = AclOperation.READ, AclOperation.WRITE, AclOperation.CREATE
+    read, write, create, describe = AclOperation.READ, AclOperation.WRITE, AclOperation.CREATE, AclOperation.DESCRIBE
     prefixed = ResourcePatternType.PREFIXED
     replay, agg = users["replay"], users["agg"]
     acls = [
@@ -232,6 +232,10 @@ def stage_acls(names: StageNames, users: dict[Stage, str]) -> list[AclBinding]:
     acls.append(_acl(users["warehouse"], topic, names.topic_agg, read))
     acls.append(_acl(users["warehouse"], group, names.facts_group, read))  # commits its progress
     acls.append(_acl(users["warehouse"], group, "tick-platform-reader-", read, prefixed))
+    # The ticks_raw observation and the sensor read ticks.raw's end offsets and the aggregator's
+    # committed ones (its lag): metadata and offsets only, no data.
+    acls.append(_acl(users["warehouse"], topic, names.topic_raw, describe))
+    acls.append(_acl(users["warehouse"], group, names.agg_group, describe))
     acls.append(_acl(users["dashboard"], topic, names.topic_agg, read))
     acls.append(_acl(users["dashboard"], group, "tick-dashboard-", read, prefixed))
     acls += [_acl(users["validate"], topic, name, read) for name in (names.topic_raw, names.topic_agg, names.topic_dlq)]
