@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,6 @@ from pathlib import Path
 import httpx
 import polars as pl
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from streaming.config import load_settings
@@ -28,26 +26,15 @@ from tick_platform_tests.test_replay_support import (
     eastern_ms,
     kibot_ticks,
     read_jsonl,
+    served,
 )
 
 
 @pytest.fixture(scope="module")
 def server(sample_path: Path) -> Iterator[str]:
     """A real uvicorn server on a free port, serving the real sample, stopped after the module."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(create_app([str(sample_path)]), host="127.0.0.1", port=port, log_level="warning")
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not uv.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    uv.should_exit = True
-    thread.join(10)
+    with served(create_app([str(sample_path)])) as url:
+        yield url
 
 
 def _lines(url: str) -> list[dict]:

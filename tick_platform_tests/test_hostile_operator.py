@@ -10,10 +10,8 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,7 +19,6 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import uvicorn
 from confluent_kafka import Consumer, Producer, TopicPartition
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
@@ -35,7 +32,7 @@ from streaming.replay.offline import replay_to_jsonl
 from streaming.replay.producer import run_replay
 from streaming.sources.api import create_app
 from streaming.sources.http_source import with_replay_speed
-from tick_platform_tests.test_replay_support import data_fields, read_jsonl
+from tick_platform_tests.test_replay_support import data_fields, read_jsonl, served
 
 # ---- small inputs ---------------------------------------------------------------------------------
 
@@ -52,12 +49,6 @@ def kibot_file(path: Path, seconds: int, per_second: int = 3) -> Path:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture()
 def recording_api(tmp_path: Path) -> Iterator[tuple[str, list[dict[str, list[str]]], Path]]:
     """A real uvicorn server over a 4-second Kibot file of AAA; it records the query of every /ticks request."""
@@ -71,17 +62,8 @@ def recording_api(tmp_path: Path) -> Iterator[tuple[str, list[dict[str, list[str
             queries.append(parse_qs(request.url.query, keep_blank_values=True))
         return await call_next(request)
 
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", queries, data
-    server.should_exit = True
-    thread.join(10)
+    with served(app) as url:
+        yield url, queries, data
 
 
 # ---- item 16: the mock API refuses lists and bounds that name nothing ---------------------------

@@ -16,12 +16,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +26,6 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 import pytest
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -46,6 +42,7 @@ from tick_platform_tests.test_replay_support import (
     assert_bins_match_reference,
     read_jsonl,
     reference_bins,
+    served,
 )
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -193,20 +190,8 @@ def chunk_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Pat
 @pytest.fixture(scope="module")
 def api_url(chunk_files: dict[str, tuple[Path, list[RefTick]]]) -> Iterator[str]:
     """The mock API (real uvicorn) serving the sub-second CSV of the chunking test."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app([str(chunk_files["csv"][0])]), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/ticks?speed=0"
-    server.should_exit = True
-    thread.join(10)
+    with served(create_app([str(chunk_files["csv"][0])])) as url:
+        yield f"{url}/ticks?speed=0"
 
 
 @pytest.mark.parametrize("fmt", ["kibot", "csv", "parquet", "api"])

@@ -5,12 +5,17 @@ No tests here; the other test_replay*/test_binning* modules import these helpers
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
-from collections.abc import Iterable
+import socket
+import threading
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -111,3 +116,25 @@ def write_lines(path: Path, lines: list[str], newline: str = "\n", bom: bool = F
     data = newline.join(lines) + newline
     path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + data.encode())
     return path
+
+
+@contextlib.contextmanager
+def served(app: Any) -> Iterator[str]:
+    """A real uvicorn server for `app` on a free loopback port, in a thread; yields its base URL, then stops it."""
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
