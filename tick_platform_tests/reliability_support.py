@@ -407,6 +407,19 @@ def wait_quiet(kafka: KafkaSettings, group: str, quiet_s: float, timeout_s: floa
 # ---- resources ---------------------------------------------------------------------------------
 
 
+def own_peak_rss_mb() -> float:
+    """This process's resident-memory high-water mark (VmHWM), in MiB.
+
+    Not getrusage(RUSAGE_SELF).ru_maxrss: Linux keeps the maximum across exec, so a child started by a
+    large parent (pytest late in the whole suite: ~1 GB) reports the parent's size, not its own
+    (finding 10). VmHWM belongs to the address space, which exec replaces.
+    """
+    for row in Path("/proc/self/status").read_text().splitlines():
+        if row.startswith("VmHWM:"):
+            return int(row.split()[1]) / 1024  # kB
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
 def probe_aggregator() -> None:
     """`python -m tick_platform_tests.reliability_support`: one aggregator run until idle, then a JSON line of
     its counters, the largest number of open windows any partition held, and the peak RSS of the process.
@@ -414,8 +427,6 @@ def probe_aggregator() -> None:
     Why a probe and not `python -m streaming aggregate`: the aggregator does not expose its open-window count,
     so this wraps PartitionWindows.add to watch it; the run itself is the real Aggregator on the real topics.
     """
-    import resource
-
     from streaming.aggregate import windows
     from streaming.aggregate.processor import Aggregator
 
@@ -429,7 +440,7 @@ def probe_aggregator() -> None:
 
     windows.PartitionWindows.add = watched  # type: ignore[method-assign]
     counters = Aggregator(load_settings(), until_idle=True).run()
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    rss_mb = own_peak_rss_mb()
     print(json.dumps({"bins_in": counters.bins_in, "bars_out": counters.bars_out, "late": counters.late,
                       "dlq": counters.dlq, "poison": counters.poison, "max_open_windows_seen": peak["open"],
                       "peak_rss_mb": round(rss_mb, 1)}))
