@@ -1,4 +1,4 @@
-# tick platform — every target wraps `python -m streaming` or Dagster.
+# tick platform — every target wraps `python -m streaming` (the daemons), `python -m tick_tools` (the tooling) or Dagster.
 # The two commands of the README: `make demo` and `make test`.
 
 PY      ?= python3
@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## Create .venv and install the project with its dev tools
 
 jars: $(STAMP) ## Fetch the Kafka jars from Maven Central into .cache/kafka (once)
-	$(PYTHON) -c "from streaming.broker.runner import fetch_jars; from streaming.config import load_settings; print(fetch_jars(load_settings().broker.cache_dir))"
+	$(PYTHON) -c "from tick_tools.broker.runner import fetch_jars; from streaming.kernel.settings import load_settings; print(fetch_jars(load_settings().broker.cache_dir))"
 
 browser: ## Install Debian's chromium for the dashboard browser test (if missing)
 	@command -v chromium >/dev/null 2>&1 || { \
@@ -36,31 +36,31 @@ browser: ## Install Debian's chromium for the dashboard browser test (if missing
 	  || echo "warning: could not install chromium (the browser test will fail)"; }
 
 up: $(STAMP) ## Start the local Kafka broker (idempotent) and create the topics
-	$(PYTHON) -m streaming broker up
+	$(PYTHON) -m tick_tools broker up
 	$(PYTHON) -m streaming topics bootstrap
 
 up3: $(STAMP) ## Start a three-broker cluster on loopback (RF 3, min.insync.replicas 2)
-	$(PYTHON) -m streaming broker up --nodes 3
+	$(PYTHON) -m tick_tools broker up --nodes 3
 
 up-secure: $(STAMP) ## Start the broker with SASL_SSL, SCRAM users and ACLs per stage; writes .run/broker/client.env
-	$(PYTHON) -m streaming broker up --secure
+	$(PYTHON) -m tick_tools broker up --secure
 	ENV_FILE=.run/broker/client.env $(PYTHON) -m streaming topics bootstrap
 
 down: $(STAMP) ## Stop the local broker(s)
-	$(PYTHON) -m streaming broker down
+	$(PYTHON) -m tick_tools broker down
 
 status: $(STAMP) ## Broker state and topics with offsets and lag
-	-$(PYTHON) -m streaming broker status
+	-$(PYTHON) -m tick_tools broker status
 	-$(PYTHON) -m streaming topics list
 
 reset: $(STAMP) ## Stop the broker and delete its data (refused while consumers run; ARGS=--force)
-	$(PYTHON) -m streaming broker reset $(ARGS)
+	$(PYTHON) -m tick_tools broker reset $(ARGS)
 
 topics: $(STAMP) ## Create ticks.raw, ticks.agg.1s, ticks.dlq
 	$(PYTHON) -m streaming topics bootstrap
 
 smoke: $(STAMP) ## Round-trip one message through the broker
-	$(PYTHON) -m streaming smoke
+	$(PYTHON) -m tick_tools smoke
 
 replay: $(STAMP) ## Replay DATA (a tick file) into ticks.raw; ARGS for more flags
 	$(PYTHON) -m streaming replay $(DATA) $(if $(SYMBOL),--symbol $(SYMBOL)) $(ARGS)
@@ -71,7 +71,7 @@ aggregate: $(STAMP) ## Run the 1 s bar aggregator on ticks.raw
 api: $(STAMP) ## Run the mock tick API on DATA
 	$(PYTHON) -m streaming api $(DATA) $(ARGS)
 
-DAGSTER_PREP = $(PYTHON) -c "from pathlib import Path; from streaming.pipeline.services import prepare_dagster_home; prepare_dagster_home(Path('$(DAGSTER_HOME)'))"
+DAGSTER_PREP = $(PYTHON) -c "from pathlib import Path; from tick_tools.pipeline.services import prepare_dagster_home; prepare_dagster_home(Path('$(DAGSTER_HOME)'))"
 
 platform: $(STAMP) ## Dagster UI and daemon (dagster dev) with DAGSTER_HOME in the project
 	$(DAGSTER_PREP)
@@ -82,25 +82,25 @@ snowflake-loader: $(STAMP) ## Run the Dagster daemon (schedule + sensor load the
 	$(BIN)/dagster-daemon run -w workspace.yaml
 
 dashboard: $(STAMP) ## Streamlit live view
-	$(PYTHON) -m streaming dashboard
+	$(PYTHON) -m tick_tools dashboard
 
 pipeline: $(STAMP) ## The whole pipeline in one shell (api, replay, aggregate, dagster); Ctrl+C stops it
-	$(PYTHON) -m streaming pipeline $(if $(DATA),--data $(DATA)) $(if $(SYMBOL),--symbol $(SYMBOL)) $(ARGS)
+	$(PYTHON) -m tick_tools pipeline $(if $(DATA),--data $(DATA)) $(if $(SYMBOL),--symbol $(SYMBOL)) $(ARGS)
 
 demo: $(STAMP) ## End to end on the embedded default: broker, replay, aggregate, facts, checks, verdict
-	$(PYTHON) -m streaming demo $(if $(DATA),--data $(DATA)) $(if $(SYMBOL),--symbol $(SYMBOL)) $(ARGS)
+	$(PYTHON) -m tick_tools demo $(if $(DATA),--data $(DATA)) $(if $(SYMBOL),--symbol $(SYMBOL)) $(ARGS)
 
 validate: $(STAMP) ## Recompute bars independently and compare (ARGS=--bins ... --bars ... | --kafka)
 	$(PYTHON) -m streaming validate $(ARGS)
 
 lint: $(STAMP) ## ruff
-	$(BIN)/ruff check streaming tick_platform tick_platform_tests dashboard
+	$(BIN)/ruff check streaming tick_platform tick_platform_tests dashboard tick_tools
 
 typecheck: $(STAMP) ## mypy
-	$(BIN)/mypy streaming tick_platform dashboard
+	$(BIN)/mypy streaming tick_platform dashboard tick_tools
 
 test: $(STAMP) browser ## Install everything and run the whole suite against a real broker, with coverage
-	$(PYTHON) -c "from streaming.broker.runner import fetch_jars; from streaming.config import PROJECT_ROOT; fetch_jars(PROJECT_ROOT / '.cache' / 'kafka')"
+	$(PYTHON) -c "from tick_tools.broker.runner import fetch_jars; from streaming.kernel.settings import PROJECT_ROOT; fetch_jars(PROJECT_ROOT / '.cache' / 'kafka')"
 	rm -rf tick_platform_tests/_output/coverage
 	$(PYTHON) -m pytest -q -ra -m "not slow or ci" --cov --cov-report= $(ARGS); status=$$?; \
 	  $(PYTHON) tick_platform_tests/coverage_summary.py; exit $$status
@@ -109,12 +109,12 @@ test-unit: $(STAMP) ## Only the tests that need no broker
 	$(PYTHON) -m pytest -q -m "not kafka and not browser" $(ARGS)
 
 bench: $(STAMP) ## Benchmarks side by side; writes docs/benchmarks.md and bench-results/
-	$(PYTHON) -m streaming bench $(ARGS)
+	$(PYTHON) -m tick_tools bench $(ARGS)
 
 reliability: $(STAMP) ## Fault-injection suite; writes docs/reliability.md
 	$(PYTHON) -m pytest -q -m slow $(ARGS)
 	$(PYTHON) -m pytest -q -m "not slow" $(wildcard tick_platform_tests/test_reliability_*.py) $(ARGS); status=$$?; $(PYTHON) tick_platform_tests/reliability_report.py; exit $$status
 
 clean: ## Remove the venv, caches, run folders (not data/input)
-	-$(PYTHON) -m streaming broker down
+	-$(PYTHON) -m tick_tools broker down
 	rm -rf $(VENV) .run .dagster_home .pytest_cache .mypy_cache .ruff_cache tick_platform_tests/_output

@@ -14,7 +14,7 @@ import streamlit as st  # noqa: E402
 
 from dashboard.live import render_live  # noqa: E402
 from dashboard.settings import dashboard_settings  # noqa: E402
-from streaming.errors import ConfigError  # noqa: E402
+from streaming.kernel.errors import ConfigError  # noqa: E402
 
 st.set_page_config(page_title="Tick platform", page_icon=":material/candlestick_chart:", layout="wide")
 

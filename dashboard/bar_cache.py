@@ -10,7 +10,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-from streaming.records import Bar
+from streaming.kernel.records import Bar
 
 RECENT_RECEIPTS = 300
 

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from streaming.records import Bar
+from streaming.kernel.records import Bar
 
 EXCHANGE_ZONE = ZoneInfo("America/New_York")
 UP, DOWN, VWAP = "#26a69a", "#ef5350", "#ff9800"

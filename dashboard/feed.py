@@ -16,8 +16,8 @@ import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from dashboard.bar_cache import BarCache
-from streaming.config import KafkaSettings
-from streaming.records import bar_decoder
+from streaming.kernel.records import bar_decoder
+from streaming.kernel.settings import KafkaSettings
 
 State = Literal["connecting", "connected", "unreachable", "no_topic"]
 RETRY_S = 2.0

@@ -13,9 +13,9 @@ from pathlib import Path
 import msgspec
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from streaming.broker.topics import TopicInfo, group_lag, list_groups
-from streaming.config import KafkaSettings
-from streaming.records import DlqRecord, dlq_decoder
+from streaming.kernel.records import DlqRecord, dlq_decoder
+from streaming.kernel.settings import KafkaSettings
+from streaming.kernel.topics import TopicInfo, group_lag, list_groups
 
 FACT_TABLES = ("CORE.FACT_TICKS_60S", "CORE.FACT_TICKS_300S")
 PARTITION_S = 300

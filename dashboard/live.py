@@ -13,7 +13,7 @@ import streamlit as st
 from dashboard.badges import all_badges
 from dashboard.chart import bar_figure, exchange_time, summarize
 from dashboard.feed import METADATA_TIMEOUT_S, BarFeed, feed_for, now_ms
-from streaming.config import KafkaSettings, Settings
+from streaming.kernel.settings import KafkaSettings, Settings
 
 
 @st.cache_resource(show_spinner=False)

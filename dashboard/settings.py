@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from streaming.config import Settings, load_settings
+from streaming.kernel.settings import Settings, load_settings
 
 
 def dashboard_settings() -> Settings:

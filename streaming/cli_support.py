@@ -12,8 +12,8 @@ from typing import Any, NoReturn
 
 from rich.console import Console
 
-from streaming.config import Settings, load_settings
-from streaming.errors import ConfigError, TickPlatformError
+from streaming.kernel.errors import ConfigError, TickPlatformError
+from streaming.kernel.settings import Settings, load_settings
 
 # Piped output (CI logs, grep) gets a wide console so tables are not truncated.
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)

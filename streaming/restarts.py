@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from streaming.errors import KafkaAccessError, StageKafkaError
-from streaming.kafka_access import denied_access
+from streaming.kernel.errors import KafkaAccessError, StageKafkaError
+from streaming.kernel.kafka_access import denied_access
 
 T = TypeVar("T")
 

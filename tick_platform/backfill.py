@@ -12,8 +12,8 @@ from typing import Any
 
 from dagster import DagsterInstance, materialize
 
-from streaming.config import KafkaSettings, Settings, load_settings
-from streaming.errors import TickPlatformError
+from streaming.kernel.errors import TickPlatformError
+from streaming.kernel.settings import KafkaSettings, Settings, load_settings
 from tick_platform.assets.dimensions import dim_calendar, dim_symbol
 from tick_platform.assets.facts import fact_ticks
 from tick_platform.checks import FACT_CHECKS

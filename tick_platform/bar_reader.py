@@ -18,9 +18,9 @@ import msgspec
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from streaming.config import KafkaSettings
-from streaming.errors import TickPlatformError
-from streaming.records import Bar, bar_decoder
+from streaming.kernel.errors import TickPlatformError
+from streaming.kernel.records import Bar, bar_decoder
+from streaming.kernel.settings import KafkaSettings
 
 _PROBE_TIMEOUT_S = 10.0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import Definitions
 
-from streaming.config import load_settings
+from streaming.kernel.settings import load_settings
 from tick_platform.assets.dimensions import dim_calendar, dim_symbol
 from tick_platform.assets.facts import fact_ticks
 from tick_platform.assets.streams import kafka_topics

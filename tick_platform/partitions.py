@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from dagster import TimeWindowPartitionsDefinition
 
-from streaming.config import load_settings
+from streaming.kernel.settings import load_settings
 
 WINDOW_S = 300
 WINDOW_MS = WINDOW_S * 1000

@@ -11,7 +11,7 @@ from datetime import datetime
 
 import polars as pl
 
-from streaming.records import Bar
+from streaming.kernel.records import Bar
 
 DECIMALS = 6
 

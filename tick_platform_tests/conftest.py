@@ -28,9 +28,9 @@ for _name in list(os.environ):
 os.environ["SNOWFLAKE_PARTITIONS_START"] = "2010-02-17"
 os.environ["SNOWFLAKE_PARTITIONS_END"] = "2010-02-19"
 
-from streaming.broker.runner import LocalCluster, free_port_base  # noqa: E402
-from streaming.broker.topics import bootstrap_topics  # noqa: E402
-from streaming.config import PROJECT_ROOT, KafkaSettings  # noqa: E402
+from streaming.kernel.settings import PROJECT_ROOT, KafkaSettings  # noqa: E402
+from streaming.kernel.topics import bootstrap_topics  # noqa: E402
+from tick_tools.broker.runner import LocalCluster, free_port_base  # noqa: E402
 
 SHARED_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "WDC_tickbidask_first_20000.txt"
 OUTPUT_DIR = PROJECT_ROOT / "tick_platform_tests" / "_output"

@@ -4,7 +4,7 @@
 
 Reads the coverage data that `pytest --cov` wrote (the code run in the pytest process, not in the
 `python -m streaming` children the tests start; see [tool.coverage.run] in pyproject.toml) and
-prints statements, missed and percent covered for streaming, tick_platform and dashboard, and
+prints statements, missed and percent covered for streaming, tick_platform, dashboard and tick_tools, and
 their total.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import coverage
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("streaming", "tick_platform", "dashboard")
+PACKAGES = ("streaming", "tick_platform", "dashboard", "tick_tools")
 
 
 def package_totals(data_file: Path) -> dict[str, tuple[int, int]]:

@@ -29,8 +29,8 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
-from streaming.config import PROJECT_ROOT, KafkaSettings, Settings, load_settings
-from streaming.records import decode_watermark
+from streaming.kernel.records import decode_watermark
+from streaming.kernel.settings import PROJECT_ROOT, KafkaSettings, Settings, load_settings
 
 SCORECARD = PROJECT_ROOT / "tick_platform_tests" / "_output" / "reliability.jsonl"
 SYNTH_DAY = date(2010, 2, 17)
@@ -145,16 +145,16 @@ PATIENT_STOP_S = 300.0
 
 
 def patient_pipeline(*args: str) -> list[str]:
-    """The argv of `python -m streaming pipeline ARGS` whose supervisor waits up to PATIENT_STOP_S for each child.
+    """The argv of `python -m tick_tools pipeline ARGS` whose supervisor waits up to PATIENT_STOP_S for each child.
 
     Why: the tests' "no SIGKILL needed" means "every child stopped cleanly by itself on SIGTERM"; with the
     product's stop budget (10 s for all children) it also meant "within 10 s", which a loaded machine
     breaks. The supervisor's wait is proc.wait(), which returns at the child's exit, so the test waits for
     that event and the longer budget is only the safety net against a hang.
     """
-    code = ("import sys; from streaming.pipeline import supervisor; "
+    code = ("import sys; from tick_tools.pipeline import supervisor; "
             f"supervisor.Supervisor.__init__.__defaults__ = (None, {PATIENT_STOP_S}); "
-            "sys.argv = ['streaming', *sys.argv[1:]]; from streaming.cli import main; main()")
+            "sys.argv = ['tick_tools', *sys.argv[1:]]; from tick_tools.cli import main; main()")
     return [sys.executable, "-c", code, "pipeline", *args]
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from streaming.config import KafkaSettings
+from streaming.kernel.settings import KafkaSettings
 from tick_platform_tests.test_aggregate_helpers import (
     aggregator_env,
     assert_partition_order,

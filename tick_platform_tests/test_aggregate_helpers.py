@@ -22,8 +22,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streaming.aggregate.offline import aggregate_bins
 from streaming.aggregate.processor import window_config
-from streaming.config import PROJECT_ROOT, KafkaSettings, Settings, load_settings
-from streaming.records import Bar, Bin, DlqRecord, bar_decoder, dlq_decoder, encode, make_bin_id
+from streaming.kernel.records import Bar, Bin, DlqRecord, bar_decoder, dlq_decoder, encode, make_bin_id
+from streaming.kernel.settings import PROJECT_ROOT, KafkaSettings, Settings, load_settings
 
 DATA_FIELDS = ("bar_id", "symbol", "start_ts_ms", "end_ts_ms", "open", "high", "low", "close", "volume",
                "notional", "vwap", "trade_count", "bin_count", "max_lateness_ms", "api_send_ts_ms",

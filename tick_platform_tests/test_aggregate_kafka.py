@@ -12,8 +12,8 @@ from jsonschema import Draft202012Validator
 
 from streaming.aggregate.offline import aggregate_file
 from streaming.aggregate.processor import Aggregator, window_config
-from streaming.config import PROJECT_ROOT, KafkaSettings
-from streaming.records import Bar, bar_decoder, encode
+from streaming.kernel.records import Bar, bar_decoder, encode
+from streaming.kernel.settings import PROJECT_ROOT, KafkaSettings
 from tick_platform_tests.test_aggregate_helpers import (
     assert_partition_order,
     data_fields,

@@ -15,8 +15,8 @@ from jsonschema import Draft202012Validator
 
 from streaming.aggregate.offline import aggregate_file
 from streaming.aggregate.processor import Aggregator, window_config
-from streaming.config import PROJECT_ROOT, KafkaSettings, load_settings
-from streaming.records import Bar, bar_decoder
+from streaming.kernel.records import Bar, bar_decoder
+from streaming.kernel.settings import PROJECT_ROOT, KafkaSettings, load_settings
 from streaming.replay.offline import replay_to_jsonl
 from streaming.replay.producer import run_replay
 from streaming.sources import read_ticks

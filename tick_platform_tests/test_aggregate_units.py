@@ -12,8 +12,8 @@ from streaming.aggregate.dead_letters import decode_bin
 from streaming.aggregate.processor import Aggregator, decode_checkpoint, encode_checkpoint
 from streaming.aggregate.windows import Checkpoint
 from streaming.cli import app
-from streaming.config import Settings, load_settings
-from streaming.records import Bin, bar_decoder, dlq_decoder, encode
+from streaming.kernel.records import Bin, bar_decoder, dlq_decoder, encode
+from streaming.kernel.settings import Settings, load_settings
 from tick_platform_tests.test_aggregate_helpers import make_bin
 
 T0 = 1_266_417_001_000

@@ -14,8 +14,8 @@ import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 
-from streaming.config import load_settings
-from streaming.errors import SourceError
+from streaming.kernel.errors import SourceError
+from streaming.kernel.settings import load_settings
 from streaming.replay.offline import replay_to_jsonl
 from streaming.sources import api as api_module
 from streaming.sources.api import TickQuery, create_app, ndjson_stream

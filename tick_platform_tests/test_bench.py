@@ -14,15 +14,15 @@ from typing import Any
 
 import pytest
 
-from streaming.bench import harness
-from streaming.bench.aggregate_bench import compare_bars, read_bars, run_ours, run_quix
-from streaming.bench.harness import Bench, Sizes, run_measured
-from streaming.bench.perf_tools import bin_record_size, parse_consumer, parse_producer
-from streaming.bench.profiling import self_times
-from streaming.bench.replay_bench import SYNTH_DATE, make_topics, run_replay
-from streaming.broker.runner import LocalCluster, fetch_jars
-from streaming.config import PROJECT_ROOT
-from streaming.records import bin_decoder, encode
+from streaming.kernel.records import bin_decoder, encode
+from streaming.kernel.settings import PROJECT_ROOT
+from tick_tools.bench import harness
+from tick_tools.bench.aggregate_bench import compare_bars, read_bars, run_ours, run_quix
+from tick_tools.bench.harness import Bench, Sizes, run_measured
+from tick_tools.bench.perf_tools import bin_record_size, parse_consumer, parse_producer
+from tick_tools.bench.profiling import self_times
+from tick_tools.bench.replay_bench import SYNTH_DATE, make_topics, run_replay
+from tick_tools.broker.runner import LocalCluster, fetch_jars
 
 PRODUCER_OUT = """\
 WARN the --producer-props option is deprecated
@@ -48,7 +48,7 @@ def test_perf_tool_outputs_are_parsed() -> None:
 
 
 def test_record_size_is_a_real_bin() -> None:
-    from streaming.bench.perf_tools import sample_bin
+    from tick_tools.bench.perf_tools import sample_bin
 
     raw = encode(sample_bin())
     assert bin_decoder.decode(raw).symbol == "AAPL"

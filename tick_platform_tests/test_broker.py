@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from streaming.broker.runner import LocalCluster, free_port_base
-from streaming.broker.topics import bootstrap_topics, describe_topics
-from streaming.config import PROJECT_ROOT, KafkaSettings
+from streaming.kernel.settings import PROJECT_ROOT, KafkaSettings
+from streaming.kernel.topics import bootstrap_topics, describe_topics
+from tick_tools.broker.runner import LocalCluster, free_port_base
 
 pytestmark = pytest.mark.kafka
 
@@ -57,7 +57,7 @@ def test_idempotent_acks_all_round_trip_keeps_key_order(kafka: KafkaSettings) ->
 
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "streaming", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "tick_tools", *args], capture_output=True, text=True,
                           env=env, cwd=PROJECT_ROOT, timeout=240)
 
 

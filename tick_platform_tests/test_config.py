@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from streaming.config import PROJECT_ROOT, load_settings
-from streaming.errors import ConfigError
+from streaming.kernel.errors import ConfigError
+from streaming.kernel.settings import PROJECT_ROOT, load_settings
 
 
 def test_defaults_match_the_design() -> None:

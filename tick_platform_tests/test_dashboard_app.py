@@ -18,10 +18,10 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard.feed import stop_all_feeds
 from dashboard.health import FACT_TABLES, warehouse_status
-from streaming.broker.runner import free_port_base
-from streaming.config import PROJECT_ROOT, KafkaSettings
-from streaming.records import Bar, DlqRecord, encode
+from streaming.kernel.records import Bar, DlqRecord, encode
+from streaming.kernel.settings import PROJECT_ROOT, KafkaSettings
 from tick_platform_tests.test_dashboard_support import dashboard_env
+from tick_tools.broker.runner import free_port_base
 
 APP = str(PROJECT_ROOT / "dashboard" / "app.py")
 HEALTH = str(PROJECT_ROOT / "dashboard" / "pages" / "pipeline_health.py")

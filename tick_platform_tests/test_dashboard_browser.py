@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from streaming.broker.runner import free_port_base
-from streaming.config import PROJECT_ROOT, KafkaSettings
-from streaming.records import Bar
+from streaming.kernel.records import Bar
+from streaming.kernel.settings import PROJECT_ROOT, KafkaSettings
 from tick_platform_tests.test_dashboard_support import dashboard_env, fill_with_real_pipeline
+from tick_tools.broker.runner import free_port_base
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

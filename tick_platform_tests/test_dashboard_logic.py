@@ -12,7 +12,7 @@ from dashboard.bar_cache import BarCache
 from dashboard.chart import bar_figure, summarize
 from dashboard.health import lag_row, newest_first, partition_start
 from dashboard.live import price_text
-from streaming.records import Bar, DlqRecord
+from streaming.kernel.records import Bar, DlqRecord
 
 T0 = 1_266_417_001_000  # 2010-02-17 09:30:01 New York
 

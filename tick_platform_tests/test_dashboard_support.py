@@ -6,8 +6,8 @@ import uuid
 from pathlib import Path
 
 from streaming.aggregate.processor import Aggregator
-from streaming.config import KafkaSettings, Settings, load_settings
-from streaming.records import Bar
+from streaming.kernel.records import Bar
+from streaming.kernel.settings import KafkaSettings, Settings, load_settings
 from streaming.replay.producer import run_replay
 from streaming.validate.kafka_reader import read_topic
 from streaming.validate.records_io import bars_from_values

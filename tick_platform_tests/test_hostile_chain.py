@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from streaming.aggregate.offline import aggregate_file
 from streaming.aggregate.processor import window_config
-from streaming.config import load_settings
+from streaming.kernel.settings import load_settings
 from streaming.replay.offline import replay_to_jsonl
 from streaming.validate.run import validate_files
 

@@ -23,10 +23,10 @@ from jsonschema import Draft202012Validator
 from streaming.aggregate.offline import aggregate_file
 from streaming.aggregate.processor import Aggregator, window_config
 from streaming.aggregate.windows import PartitionWindows, WindowConfig
-from streaming.bounds import MAX_NOTIONAL_UNITS, MAX_PRICE, MAX_VOLUME, PRICE_SCALE
-from streaming.config import PROJECT_ROOT, KafkaSettings, load_settings
-from streaming.errors import ConfigError
-from streaming.records import Bin, encode
+from streaming.kernel.bounds import MAX_NOTIONAL_UNITS, MAX_PRICE, MAX_VOLUME, PRICE_SCALE
+from streaming.kernel.errors import ConfigError
+from streaming.kernel.records import Bin, encode
+from streaming.kernel.settings import PROJECT_ROOT, KafkaSettings, load_settings
 from streaming.replay.binning import OPEN_COLUMNS, Binner
 from tick_platform_tests.test_aggregate_helpers import (
     make_bin,

@@ -23,9 +23,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
-from streaming.broker.runner import LocalCluster
-from streaming.broker.topics import list_groups
-from streaming.config import PROJECT_ROOT, KafkaSettings, Settings, load_settings
+from streaming.kernel.settings import PROJECT_ROOT, KafkaSettings, Settings, load_settings
+from streaming.kernel.topics import list_groups
 from streaming.replay.checkpoint import CHECKPOINT_TOPIC, derive_job_id
 from streaming.replay.kafka_io import read_checkpoint
 from streaming.replay.offline import replay_to_jsonl
@@ -33,6 +32,7 @@ from streaming.replay.producer import run_replay
 from streaming.sources.api import create_app
 from streaming.sources.http_source import with_replay_speed
 from tick_platform_tests.test_replay_support import data_fields, read_jsonl, served
+from tick_tools.broker.runner import LocalCluster
 
 # ---- small inputs ---------------------------------------------------------------------------------
 
@@ -277,7 +277,7 @@ def test_demo_refuses_to_reset_under_a_live_aggregator_group(kafka: KafkaSetting
     try:
         offsets = _end_offsets(kafka, kafka.topic_raw)
         env = _env(kafka, AGG_GROUP_ID=group, DAGSTER_HOME=str(tmp_path / "dagster_home"))
-        refused = subprocess.run([sys.executable, "-m", "streaming", "demo", "--data",
+        refused = subprocess.run([sys.executable, "-m", "tick_tools", "demo", "--data",
                                   str(kibot_file(tmp_path / "AAA_tickbidask.txt", 5))],
                                  cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=180)
         assert refused.returncode == 1, refused.stdout + refused.stderr
@@ -299,7 +299,7 @@ def test_broker_reset_refuses_while_a_consumer_is_live(kafka: KafkaSettings, kaf
     consumer = _live_consumer(kafka, group)
     try:
         env = _env(kafka, BROKER_RUN_DIR=str(kafka_cluster.run_dir))
-        refused = subprocess.run([sys.executable, "-m", "streaming", "broker", "reset"], cwd=PROJECT_ROOT, env=env,
+        refused = subprocess.run([sys.executable, "-m", "tick_tools", "broker", "reset"], cwd=PROJECT_ROOT, env=env,
                                  capture_output=True, text=True, timeout=120)
         assert refused.returncode == 1, refused.stdout + refused.stderr
         error = refused.stderr.strip().splitlines()

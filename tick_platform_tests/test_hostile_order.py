@@ -29,13 +29,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streaming.config import PROJECT_ROOT, Settings, load_settings
+from streaming.kernel.settings import PROJECT_ROOT, Settings, load_settings
+from streaming.kernel.wallclock import RepeatedHour, second_pass_flags
 from streaming.replay.engine import ReplayEngine
 from streaming.replay.offline import replay_to_jsonl
 from streaming.sources.api import create_app
 from streaming.sources.files import plan_parts, read_ticks, tick_stream
 from streaming.validate.ticks import read_kibot as validator_read_kibot
-from streaming.wallclock import RepeatedHour, second_pass_flags
 from tick_platform_tests.test_replay_support import (
     DATA_FIELDS,
     RefTick,

@@ -19,9 +19,9 @@ import pytest
 from fastapi.testclient import TestClient
 from jsonschema import Draft202012Validator
 
-from streaming.bounds import SYMBOL_REGEX, SYMBOL_RULE, is_symbol
-from streaming.config import PROJECT_ROOT
-from streaming.records import Bin, encode
+from streaming.kernel.bounds import SYMBOL_REGEX, SYMBOL_RULE, is_symbol
+from streaming.kernel.records import Bin, encode
+from streaming.kernel.settings import PROJECT_ROOT
 from streaming.replay.encoding import bin_json_lines
 from streaming.sources.api import create_app
 from streaming.sources.files import source_format
@@ -364,7 +364,7 @@ def test_the_same_file_twice_is_a_one_line_error(tmp_path: Path) -> None:
 
 def test_the_mock_api_refuses_the_same_file_twice(tmp_path: Path) -> None:
     """The API reads through the same sources: one file listed twice is refused at start."""
-    from streaming.errors import SourceError
+    from streaming.kernel.errors import SourceError
 
     path = tmp_path / "WDC_ticks.txt"
     path.write_text("03/08/2024,09:30:00,10.0,9.9,10.1,100\n")

@@ -21,8 +21,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from streaming.aggregate import offline as aggregate_offline
-from streaming.config import PROJECT_ROOT, Settings, load_settings
-from streaming.errors import SourceError
+from streaming.kernel.errors import SourceError
+from streaming.kernel.settings import PROJECT_ROOT, Settings, load_settings
 from streaming.replay.engine import ReplayEngine
 from streaming.replay.offline import replay_to_jsonl
 from streaming.validate.kafka_reader import TopicContents

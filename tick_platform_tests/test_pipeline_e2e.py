@@ -1,4 +1,4 @@
-"""`python -m streaming pipeline` with the real sample: SIGINT mid-run, restart, and the data is exact."""
+"""`python -m tick_tools pipeline` with the real sample: SIGINT mid-run, restart, and the data is exact."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from streaming.broker.runner import free_port_base
-from streaming.broker.topics import describe_topics
-from streaming.config import PROJECT_ROOT, KafkaSettings
+from streaming.kernel.settings import PROJECT_ROOT, KafkaSettings
+from streaming.kernel.topics import describe_topics
 from streaming.validate.run import validate_kafka
 from tick_platform_tests.reliability_support import PATIENT_STOP_S, patient_pipeline
+from tick_tools.broker.runner import free_port_base
 
 pytestmark = pytest.mark.kafka
 

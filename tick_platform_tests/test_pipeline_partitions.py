@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from streaming.pipeline.partitions_env import END, START, data_days, partitions_env
 from tick_platform.partitions import fact_partitions
+from tick_tools.pipeline.partitions_env import END, START, data_days, partitions_env
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from streaming.config import PROJECT_ROOT
+from streaming.kernel.settings import PROJECT_ROOT
 
 # A stand-in service: writes its pid, logs, and on SIGTERM records the stop order after a short cleanup.
 SERVICE = textwrap.dedent(
@@ -37,7 +37,7 @@ SERVICE = textwrap.dedent(
 LAUNCHER = textwrap.dedent(
     """
     import sys
-    from streaming.pipeline.supervisor import ServiceSpec, run_services
+    from tick_tools.pipeline.supervisor import ServiceSpec, run_services
     script, log = sys.argv[1], sys.argv[2]
     specs = [ServiceSpec(n, [sys.executable, script, n, log, d, *extra], ready_after_s=0.3)
              for n, d, extra in [("stubborn", "30", []), ("api", "0.1", []), ("aggregate", "0.2", []),

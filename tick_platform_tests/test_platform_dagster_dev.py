@@ -21,11 +21,11 @@ import httpx
 import polars as pl
 import pytest
 
-from streaming.broker.runner import free_port_base
-from streaming.config import PROJECT_ROOT, KafkaSettings
+from streaming.kernel.settings import PROJECT_ROOT, KafkaSettings
 from tick_platform.checks import FACT_CHECKS
 from tick_platform_tests.reliability_support import PATIENT_STOP_S, patient_pipeline
 from tick_platform_tests.test_platform_support import assert_facts_equal, expected_ohlcv, read_kibot
+from tick_tools.broker.runner import free_port_base
 
 pytestmark = pytest.mark.kafka
 
@@ -83,7 +83,7 @@ def _table(db: Path, name: str) -> pl.DataFrame:
 def pipeline_env(
     kafka: KafkaSettings, api_port: int, dagster_home: Path, db: Path, replay_speed: float
 ) -> dict[str, str]:
-    """Environment of a `python -m streaming pipeline` on the test's broker, topics and warehouse file."""
+    """Environment of a `python -m tick_tools pipeline` on the test's broker, topics and warehouse file."""
     return {
         **os.environ,
         "KAFKA_BROKERS": kafka.brokers,

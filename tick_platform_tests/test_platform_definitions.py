@@ -9,9 +9,9 @@ from pathlib import Path
 
 from dagster import AssetKey, BackfillPolicy, DagsterInstance
 
-from streaming.pipeline.services import prepare_dagster_home
 from tick_platform.definitions import defs
 from tick_platform.partitions import FACT_PARTITIONS
+from tick_tools.pipeline.services import prepare_dagster_home
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,8 +13,8 @@ import polars as pl
 import pytest
 from dagster import AssetSelection, DagsterInstance, materialize
 
-from streaming.config import KafkaSettings, Settings, load_settings
-from streaming.records import Bar
+from streaming.kernel.records import Bar
+from streaming.kernel.settings import KafkaSettings, Settings, load_settings
 from tick_platform.assets.facts import fact_ticks
 from tick_platform.backfill import BackfillReport, materialize_facts
 from tick_platform.checks import FACT_CHECKS

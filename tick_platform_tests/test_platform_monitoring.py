@@ -17,7 +17,7 @@ from dagster._core.events import DagsterEvent, DagsterEventType
 from dagster._core.test_utils import create_run_for_test, freeze_time
 from dagster._daemon.monitoring.run_monitoring import monitor_started_run
 
-from streaming.pipeline.services import prepare_dagster_home
+from tick_tools.pipeline.services import prepare_dagster_home
 
 T0 = datetime(2026, 3, 8, 6, 0, tzinfo=UTC)  # any instant: the limit is counted from the run's start
 

@@ -17,8 +17,8 @@ from dagster import (
     build_sensor_context,
 )
 
-from streaming.config import KafkaSettings
-from streaming.records import Bar
+from streaming.kernel.records import Bar
+from streaming.kernel.settings import KafkaSettings
 from tick_platform.assets.facts import FACT_60S_KEY
 from tick_platform.closure import SensorCursor
 from tick_platform.resources import KafkaResource

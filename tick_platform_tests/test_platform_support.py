@@ -13,8 +13,8 @@ from pathlib import Path
 import polars as pl
 from confluent_kafka import Producer
 
-from streaming.config import KafkaSettings
-from streaming.records import Bar, encode, make_bar_id
+from streaming.kernel.records import Bar, encode, make_bar_id
+from streaming.kernel.settings import KafkaSettings
 
 
 def read_kibot(path: Path, symbol: str = "WDC") -> pl.DataFrame:

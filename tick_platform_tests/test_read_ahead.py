@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from streaming.errors import SourceError
+from streaming.kernel.errors import SourceError
 from streaming.sources.read_ahead import read_ahead
 
 

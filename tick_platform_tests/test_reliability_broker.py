@@ -24,9 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from streaming.broker.runner import LocalCluster, free_port_base
-from streaming.broker.topics import bootstrap_topics
-from streaming.config import PROJECT_ROOT, KafkaSettings
+from streaming.kernel.settings import PROJECT_ROOT, KafkaSettings
+from streaming.kernel.topics import bootstrap_topics
 from tick_platform_tests.reliability_support import (
     Run,
     Supervised,
@@ -42,6 +41,7 @@ from tick_platform_tests.reliability_support import (
     wait_until,
     work_dir,
 )
+from tick_tools.broker.runner import LocalCluster, free_port_base
 
 CACHE = PROJECT_ROOT / ".cache" / "kafka"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from streaming.config import KafkaSettings
+from streaming.kernel.settings import KafkaSettings
 from tick_platform_tests.reliability_support import (
     Run,
     Stage,

@@ -24,13 +24,13 @@ from typing import Any
 import httpx
 import pytest
 
-from streaming.broker.runner import free_port_base
-from streaming.config import PROJECT_ROOT, KafkaSettings
-from streaming.pipeline.services import DAGSTER_YAML_TEMPLATE
+from streaming.kernel.settings import PROJECT_ROOT, KafkaSettings
 from tick_platform.checks import FACT_CHECKS
 from tick_platform_tests.reliability_support import record_score
 from tick_platform_tests.test_platform_dagster_dev import _nodes, _table, pipeline_env
 from tick_platform_tests.test_platform_support import assert_facts_equal, expected_ohlcv, read_kibot
+from tick_tools.broker.runner import free_port_base
+from tick_tools.pipeline.services import DAGSTER_YAML_TEMPLATE
 
 pytestmark = pytest.mark.kafka
 
@@ -120,7 +120,7 @@ def test_dagster_killed_mid_run_is_retried_and_the_sensor_neither_skips_nor_repe
     pipeline_log, dagster_log = tmp_path / "pipeline.log", tmp_path / "dagster.log"
     with open(pipeline_log, "wb") as out:
         pipeline = subprocess.Popen(
-            [sys.executable, "-m", "streaming", "pipeline", "--data", str(sample_path), "--no-dagster"],
+            [sys.executable, "-m", "tick_tools", "pipeline", "--data", str(sample_path), "--no-dagster"],
             stdout=out, stderr=subprocess.STDOUT, env=env, cwd=PROJECT_ROOT, start_new_session=True,
         )
     dagster = _start_dagster(env, port, dagster_log)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from streaming.config import KafkaSettings, ReplaySettings
+from streaming.kernel.settings import KafkaSettings, ReplaySettings
 from tick_platform_tests.reliability_support import (
     Stage,
     Supervised,

@@ -17,8 +17,8 @@ from typing import TypeVar
 import pytest
 from confluent_kafka import Producer
 
-from streaming.config import KafkaSettings
-from streaming.records import Bar, encode, make_bar_id
+from streaming.kernel.records import Bar, encode, make_bar_id
+from streaming.kernel.settings import KafkaSettings
 from tick_platform_tests.reliability_support import record_score, wait_until
 
 T = TypeVar("T")
@@ -169,8 +169,8 @@ def test_aggregator_dead_letters_invalid_utf8_inside_a_json_string(kafka: KafkaS
     which is not a msgspec.DecodeError.)
     """
     from streaming.aggregate.processor import Aggregator
-    from streaming.config import Settings, load_settings
-    from streaming.records import Bin, dlq_decoder
+    from streaming.kernel.records import Bin, dlq_decoder
+    from streaming.kernel.settings import Settings, load_settings
     from tick_platform_tests.reliability_support import decode_rows, read_committed
 
     base = load_settings()

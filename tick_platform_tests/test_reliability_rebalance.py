@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from streaming.config import KafkaSettings
+from streaming.kernel.settings import KafkaSettings
 from tick_platform_tests.reliability_support import (
     Stage,
     Supervised,

@@ -20,8 +20,8 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from streaming.config import PROJECT_ROOT, KafkaSettings
-from streaming.records import Bin, encode, make_bin_id
+from streaming.kernel.records import Bin, encode, make_bin_id
+from streaming.kernel.settings import PROJECT_ROOT, KafkaSettings
 from tick_platform_tests.reliability_support import decode_rows, read_committed, record_score, stage_env
 
 T0 = 1_266_417_000_000  # 2010-02-17 14:30:00 UTC

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from streaming.config import PROJECT_ROOT, ApiSettings, DashboardSettings, KafkaSettings, load_settings
+from streaming.kernel.settings import PROJECT_ROOT, ApiSettings, DashboardSettings, KafkaSettings, load_settings
 
 PASSWORD = "pa55-Very-Secret-42"
 SNOW_PASSWORD = "snow-Secret-99"
@@ -76,7 +76,7 @@ def test_every_kafka_client_gets_the_security_settings(secure_env: KafkaSettings
     """Replay producer, aggregator consumer and producer, platform reader, validator, dashboard, admin."""
     import dashboard.feed
     import streaming.aggregate.processor
-    import streaming.broker.topics
+    import streaming.kernel.topics
     import streaming.validate.kafka_reader
     from dashboard.bar_cache import BarCache
     from streaming.aggregate.processor import Aggregator
@@ -90,7 +90,7 @@ def test_every_kafka_client_gets_the_security_settings(secure_env: KafkaSettings
     }
     for module, attrs in ((streaming.aggregate.processor, ("Consumer", "Producer")),
                           (streaming.validate.kafka_reader, ("Consumer",)), (dashboard.feed, ("Consumer",)),
-                          (streaming.broker.topics, ("AdminClient",))):
+                          (streaming.kernel.topics, ("AdminClient",))):
         for attr in attrs:
             monkeypatch.setattr(module, attr, Recorder())
     Aggregator(settings)
@@ -100,8 +100,8 @@ def test_every_kafka_client_gets_the_security_settings(secure_env: KafkaSettings
     seen["validator"] = streaming.validate.kafka_reader.Consumer.configs[-1]  # type: ignore[attr-defined]
     dashboard.feed.BarFeed(secure_env, BarCache(10))._consumer()
     seen["dashboard feed"] = dashboard.feed.Consumer.configs[-1]  # type: ignore[attr-defined]
-    streaming.broker.topics.admin_client(secure_env)
-    seen["admin client"] = streaming.broker.topics.AdminClient.configs[-1]  # type: ignore[attr-defined]
+    streaming.kernel.topics.admin_client(secure_env)
+    seen["admin client"] = streaming.kernel.topics.AdminClient.configs[-1]  # type: ignore[attr-defined]
     for client, conf in seen.items():
         missing = sorted(k for k, v in EXPECTED.items() if conf.get(k) != v)
         assert missing == [], f"{client}: not passed through: {missing}"
@@ -122,7 +122,7 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
     full = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "SNOW_"))}
     full.update(env)
-    return subprocess.run([sys.executable, "-m", "streaming", *args], cwd=PROJECT_ROOT, env=full,
+    return subprocess.run([sys.executable, "-m", "tick_tools", *args], cwd=PROJECT_ROOT, env=full,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -149,7 +149,7 @@ def test_services_bind_loopback_by_default() -> None:
     """API, dashboard, the broker and the aggregator's metrics listen on 127.0.0.1 unless told otherwise."""
     from streaming.aggregate.command import _serve_metrics
     from streaming.aggregate.counters import Counters
-    from streaming.broker.runner import plan_nodes
+    from tick_tools.broker.runner import plan_nodes
 
     settings = load_settings()
     assert ApiSettings().host == settings.api.host == "127.0.0.1"
@@ -172,7 +172,7 @@ def test_each_stage_authenticates_as_its_own_principal(secure_env: KafkaSettings
     """KAFKA_<STAGE>_SASL_* reach that stage's clients only; admin tools keep KAFKA_SASL_*."""
     import dashboard.feed
     import streaming.aggregate.processor
-    import streaming.broker.topics
+    import streaming.kernel.topics
     import streaming.validate.kafka_reader
     from dashboard.bar_cache import BarCache
     from streaming.aggregate.processor import Aggregator
@@ -185,13 +185,13 @@ def test_each_stage_authenticates_as_its_own_principal(secure_env: KafkaSettings
     kafka = settings.kafka
     for module, attrs in ((streaming.aggregate.processor, ("Consumer", "Producer")),
                           (streaming.validate.kafka_reader, ("Consumer",)), (dashboard.feed, ("Consumer",)),
-                          (streaming.broker.topics, ("AdminClient",))):
+                          (streaming.kernel.topics, ("AdminClient",))):
         for attr in attrs:
             monkeypatch.setattr(module, attr, Recorder())
     Aggregator(settings)
     streaming.validate.kafka_reader.reader_consumer(kafka)
     dashboard.feed.BarFeed(kafka, BarCache(10))._consumer()
-    streaming.broker.topics.admin_client(kafka)
+    streaming.kernel.topics.admin_client(kafka)
     seen = {
         "replay": producer_config(kafka, settings.replay, "tick-replay-x"),
         "agg": streaming.aggregate.processor.Consumer.configs[-1],  # type: ignore[attr-defined]
@@ -204,7 +204,7 @@ def test_each_stage_authenticates_as_its_own_principal(secure_env: KafkaSettings
         stage = client.split()[0]
         assert (conf["sasl.username"], conf["sasl.password"]) == (f"{stage}-username-u", f"{stage}-password-x"), client
         assert conf["security.protocol"] == "SASL_SSL" and conf["ssl.ca.location"] == "/etc/ssl/certs/ca.pem"
-    admin = streaming.broker.topics.AdminClient.configs[-1]  # type: ignore[attr-defined]
+    admin = streaming.kernel.topics.AdminClient.configs[-1]  # type: ignore[attr-defined]
     assert (admin["sasl.username"], admin["sasl.password"]) == ("tick-platform", PASSWORD)
     shown = repr(settings) + settings.kafka.model_dump_json()
     assert not [v for k, v in STAGE_ENV.items() if k.endswith("PASSWORD") and v in shown]
@@ -221,7 +221,7 @@ def test_a_stage_user_without_its_password_is_a_one_line_config_error() -> None:
 
 def test_access_problems_name_the_settings_not_the_values(secure_env: KafkaSettings) -> None:
     """librdkafka's messages for a refused password, a bad CA and a plaintext client become one named cause."""
-    from streaming.kafka_access import access_problem, denied_access
+    from streaming.kernel.kafka_access import access_problem, denied_access
 
     refused = "_AUTHENTICATION sasl_ssl://h:9093/bootstrap: SASL authentication error: Authentication failed"
     line = access_problem(secure_env, "agg", [refused])
@@ -241,7 +241,7 @@ def test_access_problems_name_the_settings_not_the_values(secure_env: KafkaSetti
 
 def test_an_authorization_refusal_is_not_restarted() -> None:
     """A stage error the authorizer caused ends the stage at once; a transient one is still restarted."""
-    from streaming.errors import KafkaAccessError, StageKafkaError
+    from streaming.kernel.errors import KafkaAccessError, StageKafkaError
     from streaming.restarts import RestartPolicy, run_with_restarts
 
     calls: list[int] = []
@@ -271,7 +271,7 @@ def test_stage_acls_are_least_privilege() -> None:
     """Each principal gets exactly its stage's ACLs: the warehouse and dashboard read ticks.agg.1s only."""
     from confluent_kafka.admin import AclOperation, ResourceType
 
-    from streaming.broker.security import STAGE_USERS, stage_acls, stage_names
+    from tick_tools.broker.security import STAGE_USERS, stage_acls, stage_names
 
     names = stage_names(KafkaSettings.model_validate({}), "tick-replay", "tick-aggregator", "tick-aggregator",
                         "tick-platform-facts", "ticks.replay.checkpoints")

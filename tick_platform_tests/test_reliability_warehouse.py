@@ -20,8 +20,8 @@ import duckdb
 import polars as pl
 import pytest
 
-from streaming.config import PROJECT_ROOT, KafkaSettings
-from streaming.records import Bar
+from streaming.kernel.records import Bar
+from streaming.kernel.settings import PROJECT_ROOT, KafkaSettings
 from tick_platform_tests.reliability_support import record_score, wait_until
 from tick_platform_tests.test_platform_support import (
     assert_facts_equal,
@@ -41,7 +41,7 @@ RUN = textwrap.dedent(
     import os, sys, time
     from datetime import datetime
     from pathlib import Path
-    from streaming.config import load_settings
+    from streaming.kernel.settings import load_settings
     from tick_platform.backfill import materialize_facts
     from tick_platform.resources.warehouse import WarehouseConnection
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from streaming.config import PROJECT_ROOT, Settings, load_settings
-from streaming.records import bin_decoder, encode
+from streaming.kernel.records import bin_decoder, encode
+from streaming.kernel.settings import PROJECT_ROOT, Settings, load_settings
 from streaming.replay.offline import replay_to_jsonl
 from tick_platform_tests.test_replay_support import (
     SAMPLE_TICKS,

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from streaming.config import PROJECT_ROOT, KafkaSettings, Settings, load_settings
-from streaming.records import bin_decoder, dlq_decoder, encode
+from streaming.kernel.records import bin_decoder, dlq_decoder, encode
+from streaming.kernel.settings import PROJECT_ROOT, KafkaSettings, Settings, load_settings
 from streaming.replay.checkpoint import derive_job_id
 from streaming.replay.kafka_io import read_checkpoint
 from streaming.replay.offline import replay_to_jsonl

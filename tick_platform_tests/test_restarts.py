@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streaming.errors import BrokerError, StageKafkaError
+from streaming.kernel.errors import BrokerError, StageKafkaError
 from streaming.restarts import RestartPolicy, run_with_restarts
 
 

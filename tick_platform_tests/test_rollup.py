@@ -9,7 +9,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streaming.records import Bar, make_bar_id
+from streaming.kernel.records import Bar, make_bar_id
 from tick_platform.calendar import session_minutes
 from tick_platform.closure import (
     PartitionState,

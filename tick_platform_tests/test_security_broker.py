@@ -23,12 +23,12 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from streaming.broker.runner import LocalCluster, free_port_base
-from streaming.broker.security import ADMIN_USER, STAGE_USERS, stage_names
-from streaming.broker.topics import bootstrap_topics
-from streaming.config import PROJECT_ROOT, KafkaSettings, load_settings
+from streaming.kernel.settings import PROJECT_ROOT, KafkaSettings, load_settings
+from streaming.kernel.topics import bootstrap_topics
 from streaming.replay.checkpoint import CHECKPOINT_TOPIC
 from tick_platform_tests.reliability_support import compare, decode_rows, end_offsets, read_committed
+from tick_tools.broker.runner import LocalCluster, free_port_base
+from tick_tools.broker.security import ADMIN_USER, STAGE_USERS, stage_names
 
 pytestmark = pytest.mark.kafka
 
@@ -87,7 +87,7 @@ def stage_env(secure: SecureBroker, **extra: str) -> dict[str, str]:
 
 def run(args: list[str], env: dict[str, str], timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
     """`python -m streaming ARGS`, output captured."""
-    return subprocess.run([sys.executable, "-m", "streaming", *args], cwd=PROJECT_ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "tick_tools", *args], cwd=PROJECT_ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout_s)
 
 

@@ -14,7 +14,7 @@ import pytest
 import snowflake.connector
 from dagster import DagsterEventType, DagsterInstance
 
-from streaming.config import KafkaSettings, load_settings
+from streaming.kernel.settings import KafkaSettings, load_settings
 from tick_platform.backfill import materialize_facts
 from tick_platform.warehouse_sql import VIEWS, snowflake_setup_script, snowflake_views_script
 from tick_platform_tests.reliability_support import record_score

@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from streaming.errors import SourceError
+from streaming.kernel.errors import SourceError
 from streaming.sources import read_ticks, symbol_from_filename, tick_stream
 from tick_platform_tests.test_replay_support import (
     SAMPLE_TICKS,

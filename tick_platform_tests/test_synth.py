@@ -11,7 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
-from streaming.config import PROJECT_ROOT
+from streaming.kernel.settings import PROJECT_ROOT
 from streaming.sources import read_ticks
 from streaming.sources.synth import synth_symbols, write_synth
 from tick_platform_tests.test_replay_support import eastern_ms

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from streaming.cli import app
-from streaming.records import Bar, Bin
+from streaming.kernel.records import Bar, Bin
 from streaming.validate.reference import reference_bars, reference_bins, write_jsonl
 from streaming.validate.ticks import read_kibot
 

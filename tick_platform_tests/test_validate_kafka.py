@@ -13,8 +13,8 @@ from confluent_kafka import Producer
 from typer.testing import CliRunner
 
 from streaming.cli import app
-from streaming.config import KafkaSettings
-from streaming.records import Bar, Bin, encode
+from streaming.kernel.records import Bar, Bin, encode
+from streaming.kernel.settings import KafkaSettings
 from streaming.validate.kafka_reader import read_topic
 from streaming.validate.reference import reference_bars, reference_bins
 from streaming.validate.run import validate_kafka

@@ -11,7 +11,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from streaming.cli import app
-from streaming.config import PROJECT_ROOT
+from streaming.kernel.settings import PROJECT_ROOT
 
 
 def _stage(*args: str) -> None:

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import polars as pl
 import pytest
 
-from streaming.errors import SourceError
+from streaming.kernel.errors import SourceError
 from streaming.validate.compare import floats_close, latency_stats, percentile
 from streaming.validate.recompute import bars_from_bins, bars_from_ticks, bins_from_ticks, event_times
 from streaming.validate.ticks import read_kibot, symbol_from_path

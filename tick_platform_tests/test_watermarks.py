@@ -19,8 +19,8 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
-from streaming.config import PROJECT_ROOT, KafkaSettings, load_settings
-from streaming.records import Watermark, decode_watermark, encode
+from streaming.kernel.records import Watermark, decode_watermark, encode
+from streaming.kernel.settings import PROJECT_ROOT, KafkaSettings, load_settings
 from streaming.replay.engine import ReplayEngine
 from streaming.validate.run import validate_kafka
 from tick_platform_tests.reliability_support import (

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streaming.aggregate.windows import LatePolicy, PartitionWindows, WindowConfig
-from streaming.records import Bin
+from streaming.kernel.records import Bin
 from tick_platform_tests.test_aggregate_helpers import data_fields, make_bin, reference_bars
 
 NOW = 1_800_000_000_000

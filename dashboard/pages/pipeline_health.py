@@ -15,9 +15,9 @@ from confluent_kafka import KafkaException  # noqa: E402
 
 from dashboard.health import group_lags, latest_dlq, topic_rows, warehouse_status  # noqa: E402
 from dashboard.settings import dashboard_settings  # noqa: E402
-from streaming.broker.topics import describe_topics  # noqa: E402
-from streaming.config import Settings  # noqa: E402
-from streaming.errors import TickPlatformError  # noqa: E402
+from streaming.kernel.errors import TickPlatformError  # noqa: E402
+from streaming.kernel.settings import Settings  # noqa: E402
+from streaming.kernel.topics import describe_topics  # noqa: E402
 
 KAFKA_ERRORS = (KafkaException, TickPlatformError, RuntimeError)
 

@@ -112,7 +112,7 @@ def aggregate(
         def log(line: str) -> None:
             console.print(line, highlight=False, soft_wrap=True, markup=False)
 
-        from streaming.kafka_access import check_access
+        from streaming.kernel.kafka_access import check_access
 
         def run_once(restarts: int) -> Counters:
             # Before every (re)start: a refused password or TLS setup ends the stage with one line

@@ -7,8 +7,8 @@ from typing import Any
 import msgspec
 
 from streaming.aggregate.windows import MAX_NOTIONAL_DOLLARS, LateBin
-from streaming.bounds import MAX_PRICE, MAX_VOLUME
-from streaming.records import Bin, DlqRecord, clip_payload, encode
+from streaming.kernel.bounds import MAX_PRICE, MAX_VOLUME
+from streaming.kernel.records import Bin, DlqRecord, clip_payload, encode
 
 MAX_MESSAGE_BYTES = 65_536  # a bin is ~400 bytes; anything this big is not one
 
@@ -84,7 +84,7 @@ def bin_out_of_range(b: Bin) -> str | None:
 
 def decode_bin(raw: bytes | None) -> Bin | tuple[str, str]:
     """The Bin in `raw`, or (reason, detail) when it is poison."""
-    from streaming.records import bin_decoder
+    from streaming.kernel.records import bin_decoder
 
     if raw is None or len(raw) > MAX_MESSAGE_BYTES:
         return classify_poison(raw, None)

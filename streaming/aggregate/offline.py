@@ -9,9 +9,9 @@ from pathlib import Path
 
 from streaming.aggregate.dead_letters import decode_bin, late_record, poison_record
 from streaming.aggregate.windows import LateBin, PartitionWindows, WindowConfig
-from streaming.errors import SourceError
-from streaming.outputs import atomic_files
-from streaming.records import Bar, Bin, DlqRecord, encode
+from streaming.kernel.errors import SourceError
+from streaming.kernel.outputs import atomic_files
+from streaming.kernel.records import Bar, Bin, DlqRecord, encode
 
 
 @dataclass(frozen=True)

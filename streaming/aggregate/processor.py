@@ -32,10 +32,10 @@ from confluent_kafka import (
 from streaming.aggregate.counters import Counters
 from streaming.aggregate.dead_letters import decode_bin, late_record, poison_record
 from streaming.aggregate.windows import Checkpoint, LateBin, PartitionWindows, WindowConfig
-from streaming.broker.topics import committed_offsets
-from streaming.config import Settings
-from streaming.errors import StageKafkaError
-from streaming.records import Bar, DlqRecord, Watermark, decode_watermark, encode
+from streaming.kernel.errors import StageKafkaError
+from streaming.kernel.records import Bar, DlqRecord, Watermark, decode_watermark, encode
+from streaming.kernel.settings import Settings
+from streaming.kernel.topics import committed_offsets
 
 BATCH = 2_000
 IDLE_CHECK_S = 0.05

@@ -25,8 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from streaming.bounds import MAX_NOTIONAL_UNITS, MAX_VOLUME, PRICE_SCALE
-from streaming.records import Bar, Bin, make_bar_id
+from streaming.kernel.bounds import MAX_NOTIONAL_UNITS, MAX_VOLUME, PRICE_SCALE
+from streaming.kernel.records import Bar, Bin, make_bar_id
 
 NO_WATERMARK = -(2**62)
 # A bar's notional in dollars stays within the micro-dollar bound of the contract.

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from streaming.bounds import MAX_NOTIONAL_UNITS, MAX_VOLUME, PRICE_SCALE
+from streaming.kernel.bounds import MAX_NOTIONAL_UNITS, MAX_VOLUME, PRICE_SCALE
 
 NO_TIME = -(2**62)
 # Notional is summed exactly in integer micro-units (prices to 6 decimals): the float sum of a

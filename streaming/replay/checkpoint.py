@@ -8,7 +8,7 @@ from pathlib import Path
 
 import msgspec
 
-from streaming.config import ReplaySettings
+from streaming.kernel.settings import ReplaySettings
 
 CHECKPOINT_TOPIC = "ticks.replay.checkpoints"
 

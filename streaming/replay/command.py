@@ -84,7 +84,7 @@ def replay(
         else:
             if dlq is not None:
                 console.print("note: --dlq is for offline runs; DLQ records go to the DLQ topic", highlight=False)
-            from streaming.kafka_access import check_access
+            from streaming.kernel.kafka_access import check_access
             from streaming.replay.producer import run_replay
 
             check_access(settings.kafka, "replay")  # a refused password is one line, not retried

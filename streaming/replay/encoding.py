@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from streaming.records import Bin
+from streaming.kernel.records import Bin
 
 BIN_FIELDS = list(Bin.__struct_fields__)
 _TEXT_FIELDS = ("bin_id", "symbol", "source")
@@ -45,7 +45,7 @@ _ESCAPED_DOCUMENT = _json_document(escape=True)
 
 
 def bin_json_lines(bins: pl.DataFrame, ingest_ts_ms: int) -> list[str]:
-    """One JSON document per bin, the bytes `streaming.records.encode(Bin(...))` writes for it.
+    """One JSON document per bin, the bytes `streaming.kernel.records.encode(Bin(...))` writes for it.
 
     Sources only let symbols of the contract's pattern through, which need no escaping; should
     any other text reach this point, it is escaped rather than written as broken JSON.

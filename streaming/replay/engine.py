@@ -17,9 +17,9 @@ import orjson
 import polars as pl
 
 from streaming.cli_support import StopFlag
-from streaming.config import ReplaySettings
-from streaming.errors import SourceError
-from streaming.records import DlqRecord, clip_payload
+from streaming.kernel.errors import SourceError
+from streaming.kernel.records import DlqRecord, clip_payload
+from streaming.kernel.settings import ReplaySettings
 from streaming.replay.binning import NO_TIME, Binner
 from streaming.replay.checkpoint import Checkpoint
 from streaming.replay.pacing import Schedule, live_shift_ms, live_wall0_ms, loop_period_ms

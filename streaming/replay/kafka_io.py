@@ -8,8 +8,8 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streaming.config import KafkaSettings, ReplaySettings
-from streaming.errors import BrokerError
+from streaming.kernel.errors import BrokerError
+from streaming.kernel.settings import KafkaSettings, ReplaySettings
 from streaming.replay.checkpoint import Checkpoint, checkpoint_decoder
 
 

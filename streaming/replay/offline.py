@@ -8,9 +8,9 @@ from pathlib import Path
 from rich.console import Console
 
 from streaming.cli_support import StopFlag
-from streaming.config import Settings
-from streaming.outputs import AtomicFile
-from streaming.records import encode
+from streaming.kernel.outputs import AtomicFile
+from streaming.kernel.records import encode
+from streaming.kernel.settings import Settings
 from streaming.replay.checkpoint import Checkpoint, derive_job_id
 from streaming.replay.driver import drive
 from streaming.replay.encoding import bin_json_text

@@ -15,9 +15,9 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from rich.console import Console
 
 from streaming.cli_support import StopFlag
-from streaming.config import KafkaSettings, Settings
-from streaming.errors import BrokerError, StageKafkaError
-from streaming.records import WATERMARK_KEY, Watermark, encode
+from streaming.kernel.errors import BrokerError, StageKafkaError
+from streaming.kernel.records import WATERMARK_KEY, Watermark, encode
+from streaming.kernel.settings import KafkaSettings, Settings
 from streaming.replay.checkpoint import CHECKPOINT_TOPIC, Checkpoint, derive_job_id
 from streaming.replay.driver import drive
 from streaming.replay.encoding import bin_json_lines

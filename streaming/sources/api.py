@@ -22,8 +22,8 @@ from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from streaming.bounds import is_symbol
-from streaming.errors import SourceError
+from streaming.kernel.bounds import is_symbol
+from streaming.kernel.errors import SourceError
 from streaming.sources.files import read_ticks, refuse_repeats, source_format
 from streaming.sources.naming import symbol_from_filename
 from streaming.sources.pacing_api import batch_bounds

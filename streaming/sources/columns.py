@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from streaming.errors import SourceError
+from streaming.kernel.errors import SourceError
 from streaming.sources.frames import REPEAT_SHIFT
 from streaming.sources.kibot import (
     eastern_repeat_shift_ms,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import polars as pl
 
-from streaming.bounds import SYMBOL_RULE
-from streaming.errors import SourceError
+from streaming.kernel.bounds import SYMBOL_RULE
+from streaming.kernel.errors import SourceError
 from streaming.sources.blocks import by_symbol, symbol_blocks
 from streaming.sources.columns import parse_mapping
 from streaming.sources.frames import PUBLIC_COLUMNS, TickChunk

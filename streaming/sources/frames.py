@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from streaming.bounds import (
+from streaming.kernel.bounds import (
     MAX_NOTIONAL,
     MAX_NOTIONAL_UNITS,
     MAX_PRICE,
@@ -17,7 +17,7 @@ from streaming.bounds import (
     SYMBOL_REGEX,
     SYMBOL_RULE,
 )
-from streaming.wallclock import RepeatedHour, second_pass_flags
+from streaming.kernel.wallclock import RepeatedHour, second_pass_flags
 
 TICK_SCHEMA: dict[str, pl.DataType] = {
     "symbol": pl.String(),
@@ -62,7 +62,7 @@ class TickChunk:
 
 
 class WallClock:
-    """One stream's side of the repeated-hour rule (streaming/wallclock.py), carried across its chunks."""
+    """One stream's side of the repeated-hour rule (streaming/kernel/wallclock.py), carried across its chunks."""
 
     def __init__(self) -> None:
         self.state = RepeatedHour()
@@ -82,7 +82,7 @@ class WallClock:
 def _row_rules() -> list[tuple[pl.Expr, str, str]]:
     """The per-row acceptance rules in the order they are decided: (violation, reason, detail).
 
-    The first rule a row breaks names its reason. Bounds are the contract's (streaming/bounds.py),
+    The first rule a row breaks names its reason. Bounds are the contract's (streaming/kernel/bounds.py),
     so a tick that passes can be summed as exact int64 micro-dollars without wrapping.
     """
     price_ok = pl.col("price").is_finite() & (pl.col("price") > 0)

@@ -11,7 +11,7 @@ import httpx
 import msgspec
 import polars as pl
 
-from streaming.errors import SourceError
+from streaming.kernel.errors import SourceError
 from streaming.sources.frames import TickChunk, checked
 
 WIRE_SCHEMA = {

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from streaming.errors import SourceError
+from streaming.kernel.errors import SourceError
 
 
 def open_checked(path: Path) -> None:

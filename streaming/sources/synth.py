@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from streaming.outputs import AtomicFile, write_atomic
+from streaming.kernel.outputs import AtomicFile, write_atomic
 
 SESSION_START_S = 9 * 3600 + 30 * 60
 SESSION_S = 6 * 3600 + 30 * 60

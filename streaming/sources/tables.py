@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from streaming.errors import SourceError
+from streaming.kernel.errors import SourceError
 from streaming.sources.columns import resolve_columns, table_candidates
 from streaming.sources.frames import TickChunk, WallClock, checked, skipped_rows
 from streaming.sources.lines import WHOLE_FILE, Span, first_line_numbered, line_chunks

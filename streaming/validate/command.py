@@ -45,7 +45,7 @@ def validate(
         fail("give --bars with --bins and/or --ticks, or --kafka", code=2)
     with one_line_errors():
         if kafka:
-            from streaming.kafka_access import check_access
+            from streaming.kernel.kafka_access import check_access
 
             check_access(settings.kafka, "validate")
             report = validate_kafka(

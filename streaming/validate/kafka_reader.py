@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from streaming.config import KafkaSettings
-from streaming.errors import BrokerError
+from streaming.kernel.errors import BrokerError
+from streaming.kernel.settings import KafkaSettings
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Bins and bars as polars frames, from JSON lines files or raw Kafka values.
 
-Each line is decoded against the contract (streaming.records); a line that does
+Each line is decoded against the contract (streaming.kernel.records); a line that does
 not decode is counted, not fatal, so the report can say how many were unreadable.
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import msgspec
 import polars as pl
 
-from streaming.errors import SourceError
-from streaming.records import Bar, Bin, bar_decoder, bin_decoder
+from streaming.kernel.errors import SourceError
+from streaming.kernel.records import Bar, Bin, bar_decoder, bin_decoder
 
 BIN_SCHEMA: dict[str, type[pl.DataType] | pl.DataType] = {
     "bin_id": pl.String,

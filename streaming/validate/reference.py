@@ -10,8 +10,8 @@ from pathlib import Path
 
 import polars as pl
 
-from streaming.outputs import write_atomic
-from streaming.records import Bar, Bin, encode
+from streaming.kernel.outputs import write_atomic
+from streaming.kernel.records import Bar, Bin, encode
 from streaming.validate.recompute import bars_from_bins, bins_from_ticks
 
 

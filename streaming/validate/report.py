@@ -12,7 +12,7 @@ from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
 
-from streaming.outputs import write_atomic
+from streaming.kernel.outputs import write_atomic
 from streaming.validate.compare import Comparison, LatencyStats
 
 HISTORICAL_MS = 3_600_000

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import polars as pl
 
-from streaming.config import KafkaSettings
-from streaming.errors import SourceError
+from streaming.kernel.errors import SourceError
+from streaming.kernel.settings import KafkaSettings
 from streaming.validate.compare import Comparison, LatencyStats, compare_sets, latency_stats
 from streaming.validate.recompute import (
     BAR_FIELDS_FLOAT,
@@ -209,7 +209,7 @@ def validate_kafka(
     timeout_s: float = 120.0,
 ) -> ValidationReport:
     """Validate what is in the bins and bars topics now (read_committed, up to the end offsets)."""
-    from streaming.records import decode_watermark
+    from streaming.kernel.records import decode_watermark
     from streaming.validate.kafka_reader import read_topic
     from streaming.validate.records_io import bars_from_values, bins_from_values
 

@@ -8,7 +8,7 @@ rows count as ticks, however, is one rule for both: the replay's row acceptance 
 with the numeric bounds and the symbol pattern) are applied to the rows parsed here, so a
 row the replay dead-letters is never expected in the bins, and a row it keeps always is.
 The repeated November hour is decided by file order with the replay's pure rule
-(streaming/wallclock.py, applied through `checked`), so both read such a file alike.
+(streaming/kernel/wallclock.py, applied through `checked`), so both read such a file alike.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import polars as pl
 
-from streaming.bounds import is_symbol
-from streaming.errors import SourceError
+from streaming.kernel.bounds import is_symbol
+from streaming.kernel.errors import SourceError
 from streaming.sources.files import source_format
 from streaming.sources.frames import REPEAT_SHIFT, SKIP_REASONS, checked
 from streaming.sources.kibot import shape_rules, skip_reason

@@ -6,7 +6,7 @@ from pathlib import Path
 import polars as pl
 from dagster import AssetExecutionContext, AutomationCondition, Config, MaterializeResult, MetadataValue, asset
 
-from streaming.config import PROJECT_ROOT
+from streaming.kernel.settings import PROJECT_ROOT
 from tick_platform.assets.facts import FACT_60S_KEY, WAREHOUSE_POOL, WAREHOUSE_RETRY
 from tick_platform.calendar import session_minutes
 from tick_platform.resources import WarehouseConnection, WarehouseResource

@@ -15,7 +15,7 @@ from dagster import (
     multi_asset,
 )
 
-from streaming.config import KafkaSettings
+from streaming.kernel.settings import KafkaSettings
 from tick_platform.bar_reader import OffsetRange, read_window
 from tick_platform.fact_store import replace_window
 from tick_platform.partitions import FACT_PARTITIONS, to_ms

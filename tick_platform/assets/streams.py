@@ -5,8 +5,8 @@ from typing import Any
 
 from dagster import AssetSpec, DataVersion, MetadataValue, ObserveResult, multi_observable_source_asset
 
-from streaming.broker.topics import group_lag
-from streaming.config import KafkaSettings
+from streaming.kernel.settings import KafkaSettings
+from streaming.kernel.topics import group_lag
 from tick_platform.bar_reader import newest_event_ms, open_consumer, partitions_of, watermarks
 from tick_platform.resources import KafkaResource
 

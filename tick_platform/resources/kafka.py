@@ -1,4 +1,4 @@
-"""The Kafka resource: the same settings as the daemons (streaming.config), SASL/SSL passed through."""
+"""The Kafka resource: the same settings as the daemons (streaming.kernel.settings), SASL/SSL passed through."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from dagster import ConfigurableResource
 
-from streaming.config import KafkaSettings, Settings, load_settings
+from streaming.kernel.settings import KafkaSettings, Settings, load_settings
 
 
 class KafkaResource(ConfigurableResource):  # type: ignore[type-arg]

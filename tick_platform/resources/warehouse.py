@@ -20,8 +20,8 @@ from dagster_duckdb import DuckDBResource
 if TYPE_CHECKING:  # imported when used: dagster_snowflake costs ~10 s of import per run process
     from dagster_snowflake import SnowflakeResource
 
-from streaming.config import Settings, load_settings
-from streaming.errors import TickPlatformError
+from streaming.kernel.errors import TickPlatformError
+from streaming.kernel.settings import Settings, load_settings
 from tick_platform.warehouse_sql import Dialect, schema_statements, view_statements
 
 _LOCK_RETRY_S = 60.0
