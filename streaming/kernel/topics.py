@@ -9,7 +9,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streaming.kernel.errors import BrokerError, InUseError
-from streaming.kernel.settings import KafkaSettings
+from streaming.kernel.settings import KafkaSettings, Stage
 
 
 @dataclass(frozen=True)
@@ -31,14 +31,14 @@ def topic_specs(kafka: KafkaSettings) -> list[TopicSpec]:
     ]
 
 
-def admin_client(kafka: KafkaSettings) -> AdminClient:
-    """An AdminClient with the pass-through security settings.
+def admin_client(kafka: KafkaSettings, stage: Stage | None = None) -> AdminClient:
+    """An AdminClient with the pass-through security settings, as `stage`'s principal (None: the shared one).
 
     Its log stops at notices: librdkafka reports at info level an answer that arrived after the
     request's future had its result ("Purging 1 unserved events from background queue", e.g. after
     list_consumer_groups), and a command that refuses in one line must print only that line.
     """
-    return AdminClient({"log_level": 5, **kafka.client_base()})
+    return AdminClient({"log_level": 5, **kafka.client_base(stage)})
 
 
 def bootstrap_topics(kafka: KafkaSettings, replication_factor: int | None = None) -> dict[str, str]:
@@ -185,9 +185,13 @@ def committed_offsets(consumer: Consumer, tps: list[TopicPartition], wait_s: flo
             time.sleep(0.2)
 
 
-def group_lag(kafka: KafkaSettings, group: str, topic: str) -> dict[int, int | None]:
-    """Lag per partition of a consumer group on a topic (None where it has committed nothing)."""
-    admin = admin_client(kafka)
+def group_lag(kafka: KafkaSettings, group: str, topic: str, stage: Stage | None = None) -> dict[int, int | None]:
+    """Lag per partition of a consumer group on a topic (None where it has committed nothing).
+
+    `stage` picks the principal that asks (None: the shared one). It needs DESCRIBE on the
+    topic and on the group only: end offsets and committed offsets, never the records.
+    """
+    admin = admin_client(kafka, stage)
     md = admin.list_topics(topic, timeout=10)
     tmd = md.topics.get(topic)
     if tmd is None or tmd.error is not None:
@@ -197,7 +201,7 @@ def group_lag(kafka: KafkaSettings, group: str, topic: str) -> dict[int, int | N
     # AdminClient.list_consumer_group_offsets: librdkafka dereferences the admin client's missing
     # group handle when the coordinator answers NOT_COORDINATOR or is still loading, and the
     # process dies with SIGSEGV (librdkafka#5040, confluent-kafka-python#1982).
-    consumer = Consumer({**kafka.client_base(), "group.id": group, "enable.auto.commit": False})
+    consumer = Consumer({**kafka.client_base(stage), "group.id": group, "enable.auto.commit": False})
     try:
         committed = {tp.partition: tp.offset for tp in committed_offsets(consumer, tps, wait_s=30)}
         lag: dict[int, int | None] = {}
