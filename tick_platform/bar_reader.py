@@ -18,7 +18,8 @@ import msgspec
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from streaming.kernel.errors import TickPlatformError
+from streaming.kernel.errors import KafkaAccessError, TickPlatformError
+from streaming.kernel.kafka_access import check_access, denied_access
 from streaming.kernel.records import Bar, bar_decoder
 from streaming.kernel.settings import KafkaSettings
 
@@ -27,6 +28,15 @@ _PROBE_TIMEOUT_S = 10.0
 
 class BarReadError(TickPlatformError):
     """ticks.agg.1s could not be read (broker unreachable, topic missing, read timed out)."""
+
+
+class ReadNotAuthorized(BarReadError):
+    """The broker refused to hand out a topic's records (TOPIC_AUTHORIZATION_FAILED on the fetch).
+
+    The warehouse principal may DESCRIBE ticks.raw (offsets, lag) but not READ it; its
+    observation tells this apart from every other read failure. Raised at the first refusal:
+    the same principal would get the same answer, so nothing waits or retries.
+    """
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,28 @@ def consumer_config(kafka: KafkaSettings) -> dict[str, Any]:
 
 
 @contextmanager
+def warehouse_access(kafka: KafkaSettings, what: str) -> Iterator[None]:
+    """Kafka as the warehouse principal, a security failure being one KafkaAccessError line.
+
+    First the stages' probe (streaming/kernel/kafka_access.py): librdkafka meets a refused
+    password or a TLS mismatch with reconnects, so every read would only time out. Then an
+    authorization refusal the reads meet (a missing ACL) becomes the stages' line. Both name
+    settings, never their values, and are not retried; any other error passes unchanged.
+    """
+    try:
+        check_access(kafka, "warehouse")
+    except KafkaAccessError as exc:
+        raise KafkaAccessError(f"{what}: {exc}") from None
+    try:
+        yield
+    except (BarReadError, KafkaException) as exc:
+        denied = denied_access(str(exc))
+        if denied is None:
+            raise
+        raise KafkaAccessError(f"{what}: {denied}") from None
+
+
+@contextmanager
 def open_consumer(kafka: KafkaSettings) -> Iterator[Consumer]:
     """A consumer for offset reads, always closed."""
     consumer = Consumer(consumer_config(kafka))
@@ -106,6 +138,8 @@ def partitions_of(consumer: Consumer, topic: str) -> list[int]:
     except KafkaException as exc:
         raise BarReadError(f"cannot list {topic}: {exc}") from None
     tmd = md.topics.get(topic)
+    if tmd is not None and tmd.error is not None and tmd.error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+        raise BarReadError(f"cannot describe {topic}: {tmd.error}")  # exists or not, the principal may not know
     if tmd is None or tmd.error is not None or not tmd.partitions:
         raise BarReadError(f"topic {topic} does not exist")
     return sorted(tmd.partitions)
@@ -147,6 +181,8 @@ def _records(
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
                     return
+                if err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                    raise ReadNotAuthorized(f"reading {topic}[{partition}]: {err}")
                 raise BarReadError(f"reading {topic}[{partition}]: {err}")
             offset = int(msg.offset())
             if offset >= end:
@@ -168,7 +204,8 @@ def newest_event_ms(kafka: KafkaSettings, topic: str, tail: int = 16) -> int | N
     """The largest event time among the last `tail` records of each partition.
 
     start_ts_ms of bins or bars, or watermark_ms of the replay's watermark records (in a live
-    replay they can be all a quiet partition's tail holds).
+    replay they can be all a quiet partition's tail holds). Raises ReadNotAuthorized at the
+    first fetch the broker refuses (a principal with DESCRIBE but no READ on `topic`).
     """
     newest: int | None = None
     with open_consumer(kafka) as consumer:

@@ -15,8 +15,9 @@ from dagster import (
     sensor,
 )
 
+from streaming.kernel.settings import Settings
 from tick_platform.assets.streams import TICKS_AGG_1S, TICKS_RAW, observe_topic
-from tick_platform.bar_reader import first_revision0_start, partition_heads
+from tick_platform.bar_reader import first_revision0_start, partition_heads, warehouse_access
 from tick_platform.closure import SensorCursor, advance_states, closed_until, windows_to_request
 from tick_platform.jobs import FACT_JOB
 from tick_platform.partitions import WINDOW_MS, floor_window, partition_key, partitions_bounds_ms, range_tags
@@ -43,9 +44,18 @@ def _run_requests(starts: list[int]) -> list[RunRequest]:
     description="Requests every fact partition whose window ticks.agg.1s has closed (closure rule).",
 )
 def closed_windows_sensor(context: SensorEvaluationContext, kafka: KafkaResource) -> SensorResult:
-    """Scan partition heads, advance the cursor, request closed windows (run_key = partition key)."""
-    cursor = SensorCursor.from_json(context.cursor)
+    """Scan partition heads, advance the cursor, request closed windows (run_key = partition key).
+
+    As the warehouse principal: READ on ticks.agg.1s, DESCRIBE on ticks.raw and the
+    aggregator's group suffice. A security failure fails the tick with one KafkaAccessError line.
+    """
     full = kafka.settings()
+    with warehouse_access(full.kafka, "streaming sensor"):
+        return _evaluate(context, kafka, full)
+
+
+def _evaluate(context: SensorEvaluationContext, kafka: KafkaResource, full: Settings) -> SensorResult:
+    cursor = SensorCursor.from_json(context.cursor)
     settings = full.kafka
     known = {p: (s.high, s.last_start_ms) for p, s in cursor.partitions.items()}
     heads = partition_heads(settings, known)

@@ -9,14 +9,16 @@ from dagster import (
     AssetSpec,
     BackfillPolicy,
     Backoff,
+    Failure,
     MaterializeResult,
     MetadataValue,
     RetryPolicy,
     multi_asset,
 )
 
+from streaming.kernel.errors import KafkaAccessError
 from streaming.kernel.settings import KafkaSettings
-from tick_platform.bar_reader import OffsetRange, read_window
+from tick_platform.bar_reader import OffsetRange, read_window, warehouse_access
 from tick_platform.fact_store import replace_window
 from tick_platform.partitions import FACT_PARTITIONS, to_ms
 from tick_platform.resources import KafkaResource, WarehouseResource
@@ -83,7 +85,11 @@ def fact_ticks(
     window = context.partition_time_window  # the whole range in a single-run backfill
     start_ms, end_ms = to_ms(window.start), to_ms(window.end)
     settings = kafka.settings()
-    read = read_window(settings.kafka, start_ms, end_ms, kafka.horizon_ms())
+    try:
+        with warehouse_access(settings.kafka, f"fact_ticks [{window.start:%Y-%m-%d %H:%M}, {window.end:%H:%M})"):
+            read = read_window(settings.kafka, start_ms, end_ms, kafka.horizon_ms())
+    except KafkaAccessError as exc:  # one line; not retried (WAREHOUSE_RETRY is for the warehouse being away)
+        raise Failure(description=str(exc), allow_retries=False) from None
     bars = bars_frame(read.bars)
     rows_60s = rollup_bars(bars, 60)
     rows_300s = rollup_bars(bars, 300)
