@@ -24,11 +24,17 @@ from tick_platform.closure import SensorCursor
 from tick_platform.resources import KafkaResource
 from tick_platform.schedules import fact_ticks_schedule
 from tick_platform.sensors import closed_windows_sensor
-from tick_platform_tests.test_platform_support import bars_from_ticks, partition_of, produce_bars, read_kibot
+from tick_platform_tests.test_platform_support import (
+    SAMPLE_FIRST_WINDOW_MS,
+    bars_from_ticks,
+    partition_of,
+    produce_bars,
+    read_kibot,
+)
 
 pytestmark = pytest.mark.kafka
 
-FIRST_WINDOW_MS = 1266417000000  # 2010-02-17 14:30 UTC
+FIRST_WINDOW_MS = SAMPLE_FIRST_WINDOW_MS
 
 
 def _keys(first_ms: int, count: int) -> list[str]:

@@ -16,6 +16,8 @@ from confluent_kafka import Producer
 from streaming.kernel.records import Bar, encode, make_bar_id
 from streaming.kernel.settings import KafkaSettings
 
+SAMPLE_FIRST_WINDOW_MS = 1266417000000  # the real sample's first 5-minute window: 2010-02-17 14:30 UTC
+
 
 def read_kibot(path: Path, symbol: str = "WDC") -> pl.DataFrame:
     """Kibot Date,Time,Price,Bid,Ask,Size (US/Eastern) as symbol, ts_ms (UTC epoch ms), price, size, in file order."""

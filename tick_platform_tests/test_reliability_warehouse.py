@@ -24,6 +24,7 @@ from streaming.kernel.records import Bar
 from streaming.kernel.settings import PROJECT_ROOT, KafkaSettings
 from tick_platform_tests.reliability_support import record_score, wait_until
 from tick_platform_tests.test_platform_support import (
+    SAMPLE_FIRST_WINDOW_MS,
     assert_facts_equal,
     bars_from_ticks,
     expected_ohlcv,
@@ -126,7 +127,7 @@ def _score_rows(scenario: str, injected: str, rows_in: int, rows_60: pl.DataFram
 
 def _revised(bars: list[Bar]) -> list[Bar]:
     """Revision 1 of every bar of the first half hour, one dollar higher: every fact row changes."""
-    cut = 1266417000000 + 30 * 60_000
+    cut = SAMPLE_FIRST_WINDOW_MS + 30 * 60_000
     fields = Bar.__struct_fields__
     return [
         Bar(**{**{f: getattr(b, f) for f in fields}, "high": b.high + 1.0, "revision": 1})

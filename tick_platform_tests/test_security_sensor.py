@@ -37,13 +37,19 @@ from tick_platform.assets.streams import kafka_topics, observe_topic
 from tick_platform.closure import SensorCursor
 from tick_platform.resources import KafkaResource
 from tick_platform.sensors import closed_windows_sensor
-from tick_platform_tests.test_platform_support import bars_from_ticks, partition_of, produce_bars, read_kibot
+from tick_platform_tests.test_platform_support import (
+    SAMPLE_FIRST_WINDOW_MS,
+    bars_from_ticks,
+    partition_of,
+    produce_bars,
+    read_kibot,
+)
 from tick_platform_tests.test_security_broker import SecureBroker, assert_no_secret, secure  # noqa: F401
 from tick_tools.broker.security import STAGE_USERS
 
 pytestmark = pytest.mark.kafka
 
-FIRST_WINDOW_MS = 1266417000000  # 2010-02-17 14:30 UTC
+FIRST_WINDOW_MS = SAMPLE_FIRST_WINDOW_MS
 AGG_GROUP = "tick-aggregator"  # the aggregator's group the fixture's ACLs name
 BUSY = {KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE}
 UNAVAILABLE = "not authorized to read {topic}: event time unavailable"
