@@ -12,15 +12,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from streaming.cli_support import console, one_line_errors, out, settings_or_exit
+from streaming.cli_support import cli_app, console, one_line_errors, out, settings_or_exit
 
-app = typer.Typer(
-    name="streaming",
-    help="Tick platform daemons: topics, synth, api, replay, aggregate, validate.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+app = cli_app("streaming", "Tick platform daemons: topics, synth, api, replay, aggregate, validate.")
 topics_app = typer.Typer(help="Create, inspect and reset the platform's topics.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 

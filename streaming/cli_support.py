@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
+import typer
 from rich.console import Console
 
 from streaming.kernel.errors import ConfigError, TickPlatformError
@@ -18,6 +19,16 @@ from streaming.kernel.settings import Settings, load_settings
 # Piped output (CI logs, grep) gets a wide console so tables are not truncated.
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 out = Console(width=None if sys.stdout.isatty() else 200)
+
+
+def cli_app(name: str, help: str) -> typer.Typer:
+    """A top-level Typer app as every platform CLI builds it.
+
+    Typer's pretty exceptions are off: an unexpected error must not print a framed traceback
+    (named errors are one line through `one_line_errors`), and completion scripts are not offered.
+    """
+    return typer.Typer(name=name, help=help, no_args_is_help=True, add_completion=False,
+                       pretty_exceptions_enable=False)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -7,21 +7,13 @@ pipeline, demo and bench.
 
 from __future__ import annotations
 
-import typer
-
 from streaming.cli import Brokers, EnvFile, register_stage_commands
-from streaming.cli_support import one_line_errors, out, settings_or_exit
+from streaming.cli_support import cli_app, one_line_errors, out, settings_or_exit
 from tick_tools.bench.command import bench
 from tick_tools.broker.command import broker_app
 from tick_tools.pipeline.command import demo, pipeline
 
-app = typer.Typer(
-    name="tickpipe",
-    help="Tick platform: local broker, topics, replay, aggregate, validate, pipeline, demo, bench.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+app = cli_app("tickpipe", "Tick platform: local broker, topics, replay, aggregate, validate, pipeline, demo, bench.")
 app.add_typer(broker_app, name="broker")
 register_stage_commands(app)
 app.command("pipeline")(pipeline)
