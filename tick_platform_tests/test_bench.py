@@ -1,4 +1,4 @@
-"""Smoke tests of the benchmark harness (streaming/bench): parsers, profiles, and the peer job.
+"""Smoke tests of the benchmark harness (tick_tools/bench): parsers, profiles, and the peer job.
 
 No timing is asserted anywhere: only that the pieces run and that our aggregator and the
 Quix Streams job produce the same bars on a tiny topic.
