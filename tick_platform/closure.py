@@ -72,6 +72,16 @@ def advance_states(
     return states
 
 
+def offsets_went_back(previous: dict[int, PartitionState], heads: dict[int, tuple[int, int | None]]) -> list[int]:
+    """The partitions whose end offset is below the one the cursor remembers.
+
+    Kafka never lowers a partition's end offset, so this means ticks.agg.1s was deleted and
+    created again (a `topics reset`, `make demo`) under the stored cursor. Retention moves only
+    the low offset, so it never shows up here.
+    """
+    return sorted(p for p, (high, _) in heads.items() if p in previous and high < previous[p].high)
+
+
 def closed_until(states: dict[int, PartitionState], now_ms: int, idle_timeout_ms: int, horizon_ms: int) -> int | None:
     """The end (ms) up to which every window is closed, or None if no partition has a bar.
 

@@ -18,7 +18,7 @@ from dagster import (
 from streaming.kernel.settings import Settings
 from tick_platform.assets.streams import TICKS_AGG_1S, TICKS_RAW, observe_topic
 from tick_platform.bar_reader import first_revision0_start, partition_heads, warehouse_access
-from tick_platform.closure import SensorCursor, advance_states, closed_until, windows_to_request
+from tick_platform.closure import SensorCursor, advance_states, closed_until, offsets_went_back, windows_to_request
 from tick_platform.jobs import FACT_JOB
 from tick_platform.partitions import WINDOW_MS, floor_window, partition_key, partitions_bounds_ms, range_tags
 from tick_platform.resources import KafkaResource
@@ -58,10 +58,19 @@ def _evaluate(context: SensorEvaluationContext, kafka: KafkaResource, full: Sett
     cursor = SensorCursor.from_json(context.cursor)
     settings = full.kafka
     known = {p: (s.high, s.last_start_ms) for p, s in cursor.partitions.items()}
-    heads = partition_heads(settings, known)
+    heads = {h.partition: (h.high, h.last_start_ms) for h in partition_heads(settings, known)}
     now_ms = int(time.time() * 1000)
-    states = advance_states(cursor.partitions, {h.partition: (h.high, h.last_start_ms) for h in heads}, now_ms)
-    next_window = cursor.next_window_ms
+    previous, next_window = cursor.partitions, cursor.next_window_ms
+    went_back = offsets_went_back(previous, heads)
+    if went_back:
+        # The topic was recreated: its bars are new ones, and the windows they fill may lie before
+        # the cursor's next window. Start again from its first bar (a re-run replaces rows per window).
+        context.log.warning(
+            f"{settings.topic_agg} was recreated under the sensor's cursor (end offsets went back on "
+            f"partition(s) {went_back}): requesting its windows again from its first bar"
+        )
+        previous, next_window = {}, None
+    states = advance_states(previous, heads, now_ms)
     if next_window is None:
         first = first_revision0_start(settings)
         if first is not None:

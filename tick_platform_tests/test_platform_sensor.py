@@ -19,6 +19,7 @@ from dagster import (
 
 from streaming.kernel.records import Bar
 from streaming.kernel.settings import KafkaSettings
+from streaming.kernel.topics import recreate_topics
 from tick_platform.assets.facts import FACT_60S_KEY
 from tick_platform.closure import SensorCursor
 from tick_platform.resources import KafkaResource
@@ -103,6 +104,36 @@ def test_sensor_requests_closed_windows_once_across_restarts(kafka: KafkaSetting
     keys, cursor = _evaluate(eager, cursor, instance)
     assert keys == ["2010-02-17-20:40"]  # the last window, closed by the idle timeout
     assert _evaluate(eager, cursor, instance)[0] == []
+
+
+def test_a_topic_reset_under_the_stored_cursor_requests_the_new_bars_windows(kafka: KafkaSettings,
+                                                                              sample_path: Path) -> None:
+    bars = bars_from_ticks(read_kibot(sample_path))
+    hour = [b for b in bars if b.start_ts_ms < FIRST_WINDOW_MS + 60 * 60_000]
+    produce_bars(kafka, hour)
+    instance = DagsterInstance.ephemeral()
+    eager = KafkaResource.from_settings(kafka, idle_timeout_ms=1)
+    time.sleep(0.05)
+    keys, cursor = _evaluate(eager, None, instance)  # the newest bar's window waits for the idle timeout
+    time.sleep(0.05)
+    more, cursor = _evaluate(eager, cursor, instance)
+    assert keys + more == _keys(FIRST_WINDOW_MS, 12)
+    assert SensorCursor.from_json(cursor).next_window_ms == FIRST_WINDOW_MS + 12 * 300_000
+
+    # `topics reset` (as `make demo` does), then a re-replay of the first half hour only: every
+    # window it fills lies before the stored cursor's next window.
+    assert kafka.topic_agg in recreate_topics(kafka, force=True)
+    half = [b for b in hour if b.start_ts_ms < FIRST_WINDOW_MS + 30 * 60_000]
+    produce_bars(kafka, half)
+    time.sleep(0.05)
+    keys, cursor = _evaluate(eager, cursor, instance)
+    time.sleep(0.05)
+    more, cursor = _evaluate(eager, cursor, instance)
+    assert keys + more == _keys(FIRST_WINDOW_MS, 6)  # requested again, from the new first bar
+    state = SensorCursor.from_json(cursor)
+    assert state.next_window_ms == FIRST_WINDOW_MS + 6 * 300_000
+    assert sum(s.high for s in state.partitions.values()) == len(half)
+    assert _evaluate(eager, cursor, instance)[0] == []  # and only once
 
 
 def _bar(symbol: str, start: datetime) -> Bar:

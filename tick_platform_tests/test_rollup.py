@@ -16,6 +16,7 @@ from tick_platform.closure import (
     SensorCursor,
     advance_states,
     closed_until,
+    offsets_went_back,
     scheduled_window,
     windows_to_request,
 )
@@ -150,3 +151,12 @@ def test_validation_reports_offending_rows() -> None:
     assert missing_bar_counts(rows.head(1), rows) == [
         {"BAR_ID": "X-1266417060000-60", "bars_in_kafka": 1, "bars_in_warehouse": 0, "missing": 1}
     ]
+
+
+def test_offsets_going_back_mean_the_topic_was_recreated_not_retention() -> None:
+    cursor = {0: PartitionState(120, T0, 1), 1: PartitionState(40, T0, 1), 2: PartitionState(0, None, 1)}
+    # Partition 0 recreated (0 < 120) and partition 1 refilled below its old end; 2 grew; 3 is new.
+    assert offsets_went_back(cursor, {0: (0, None), 1: (39, T0), 2: (5, T0), 3: (7, T0)}) == [0, 1]
+    # Growth, no change, and a partition the look did not return are no reset.
+    assert offsets_went_back(cursor, {0: (120, T0), 1: (41, T0)}) == []
+    assert offsets_went_back({}, {0: (0, None)}) == []
