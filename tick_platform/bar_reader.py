@@ -60,6 +60,9 @@ class WindowBars:
     bars: list[Bar]
     ranges: list[OffsetRange]
     skipped: int = 0
+    # Partitions whose retention (or delete-records) removed offsets that may have held bars of the
+    # window: the low offset is above 0 and no retained revision-0 bar lies before the window.
+    truncated: list[int] = field(default_factory=list)
 
     def offsets_json(self) -> dict[str, list[int]]:
         """Offset ranges keyed by partition number (metadata-friendly)."""
@@ -256,6 +259,7 @@ def read_window(kafka: KafkaSettings, start_ms: int, end_ms: int, horizon_ms: in
     """
     bars: list[Bar] = []
     ranges: list[OffsetRange] = []
+    truncated: list[int] = []
     skipped = 0
     topic = kafka.topic_agg
     with open_consumer(kafka) as consumer:
@@ -264,12 +268,14 @@ def read_window(kafka: KafkaSettings, start_ms: int, end_ms: int, horizon_ms: in
             first = first_offset_at(consumer, topic, p, low, high, start_ms)
             last = first_offset_at(consumer, topic, p, first, high, end_ms + horizon_ms)
             ranges.append(OffsetRange(p, first, last))
+            if low > 0 and first == low:
+                truncated.append(p)
             for _, bar in _scan(consumer, topic, p, first, last):
                 if bar is None:
                     skipped += 1
                 elif start_ms <= bar.start_ts_ms < end_ms:
                     bars.append(bar)
-    return WindowBars(start_ms, end_ms, bars, ranges, skipped)
+    return WindowBars(start_ms, end_ms, bars, ranges, skipped, truncated)
 
 
 def read_ranges(kafka: KafkaSettings, ranges: list[OffsetRange], start_ms: int, end_ms: int) -> WindowBars:

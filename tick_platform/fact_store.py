@@ -6,12 +6,18 @@ from datetime import UTC, datetime
 
 import polars as pl
 
+from streaming.kernel.errors import TickPlatformError
 from tick_platform.resources.warehouse import WarehouseConnection
 from tick_platform.rollup import FACT_COLUMNS, FACT_SCHEMA, dedupe_by_bar_id, stamp_load_ts
+from tick_platform.validation import compare_rows
 from tick_platform.warehouse_sql import FACT_60S, FACT_300S, Table
 
 ALL_COLUMNS = [*FACT_COLUMNS, "LOAD_TS"]
 _FLOATS = ["OPEN", "HIGH", "LOW", "CLOSE", "NOTIONAL", "VWAP"]
+
+
+class RetainedWindowError(TickPlatformError):
+    """Re-reading a window would change its fact rows, but the topic no longer holds all its bars."""
 
 
 def naive_utc(ms: int) -> datetime:
@@ -71,3 +77,26 @@ def replace_window(
             conn.insert_frame(table.qualified, rows.select(ALL_COLUMNS))
             written[table.name] = rows.height
     return written
+
+
+def refuse_retention_loss(
+    conn: WarehouseConnection, start_ms: int, end_ms: int, rows_60s: pl.DataFrame, truncated: list[int], topic: str
+) -> None:
+    """Refuse to replace a window whose bars retention may have deleted, if that would change its rows.
+
+    On a truncated partition the bars before its low offset are gone, and a window before them
+    reads fewer bars or none at all. Replacing its rows would wipe good facts, silently. The same
+    rows written again are harmless, and so are rows for a window the warehouse does not hold yet
+    (a live window on a partition that was quiet for longer than the retention).
+    """
+    old = read_rows(conn, FACT_60S, start_ms, end_ms)
+    if old.is_empty():
+        return
+    changed = compare_rows(old, dedupe_by_bar_id(rows_60s))
+    if changed:
+        raise RetainedWindowError(
+            f"{topic} no longer holds every bar of [{naive_utc(start_ms):%Y-%m-%d %H:%M}, "
+            f"{naive_utc(end_ms):%Y-%m-%d %H:%M}) UTC: retention deleted the oldest offsets of partition(s) "
+            f"{truncated}; re-reading it would change {len(changed)} of its {old.height} 60 s rows, so the "
+            "warehouse rows are kept (raise KAFKA_RETENTION_MS, or re-replay the source files to rebuild it)"
+        )

@@ -19,7 +19,7 @@ from dagster import (
 from streaming.kernel.errors import KafkaAccessError
 from streaming.kernel.settings import KafkaSettings
 from tick_platform.bar_reader import OffsetRange, read_window, warehouse_access
-from tick_platform.fact_store import replace_window
+from tick_platform.fact_store import RetainedWindowError, refuse_retention_loss, replace_window
 from tick_platform.partitions import FACT_PARTITIONS, to_ms
 from tick_platform.resources import KafkaResource, WarehouseResource
 from tick_platform.rollup import bars_frame, latest_revisions, rollup_bars
@@ -93,8 +93,13 @@ def fact_ticks(
     bars = bars_frame(read.bars)
     rows_60s = rollup_bars(bars, 60)
     rows_300s = rollup_bars(bars, 300)
-    with warehouse.connect() as conn:
-        written = replace_window(conn, start_ms, end_ms, rows_60s, rows_300s)
+    try:
+        with warehouse.connect() as conn:
+            if read.truncated:
+                refuse_retention_loss(conn, start_ms, end_ms, rows_60s, read.truncated, settings.kafka.topic_agg)
+            written = replace_window(conn, start_ms, end_ms, rows_60s, rows_300s)
+    except RetainedWindowError as exc:  # retrying cannot bring deleted bars back
+        raise Failure(description=str(exc), allow_retries=False) from None
     try:
         commit_progress(settings.kafka, settings.loader.consumer_group, read.ranges)
     except KafkaException as exc:  # informational only: the facts are written, lag shows next time
@@ -111,6 +116,7 @@ def fact_ticks(
         "bars_1s": MetadataValue.int(unique_bars),
         "revisions_superseded": MetadataValue.int(len(read.bars) - unique_bars),
         "undecodable_skipped": MetadataValue.int(read.skipped),
+        "partitions_truncated": MetadataValue.json(read.truncated),
         "symbols": MetadataValue.int(rows_60s["SYMBOL"].n_unique() if rows_60s.height else 0),
         "warehouse": MetadataValue.text(warehouse.target),
     }
