@@ -6,11 +6,16 @@ bars in non-decreasing start_ts_ms; partition = crc32(symbol) % partitions; key 
 
 from __future__ import annotations
 
+import math
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import polars as pl
+import pytest
 from confluent_kafka import Producer
 
 from streaming.kernel.records import Bar, encode, make_bar_id
@@ -139,3 +144,51 @@ def assert_facts_equal(actual: pl.DataFrame, expected: pl.DataFrame) -> None:
         assert diff is not None and float(diff) <= 1e-6, (col, diff)  # type: ignore[arg-type]
     rel = ((a["NOTIONAL"].cast(pl.Float64) - e["NOTIONAL"]).abs() / e["NOTIONAL"]).max()
     assert rel is not None and float(rel) <= 1e-9, rel  # type: ignore[arg-type]
+
+
+def assert_marts(execute: Callable[[str], Any], minutes: pl.DataFrame) -> None:
+    """Each MART view equals the same figure computed in plain Python from the independent 60 s OHLCV.
+
+    `execute` runs one statement and returns something with `fetchall()` (a DuckDB connection's
+    `execute`, or a Snowflake cursor's), so both targets are held to the same figures.
+    """
+
+    def fetch(sql: str) -> list[tuple[Any, ...]]:  # DECIMAL columns (prices, notional) as floats
+        return [tuple(float(v) if isinstance(v, Decimal) else v for v in row) for row in execute(sql).fetchall()]
+
+    rows = sorted(minutes.iter_rows(named=True), key=lambda r: r["start"])
+    ts = [datetime.fromtimestamp(r["start"] / 1000, UTC).replace(tzinfo=None) for r in rows]
+    minute = timedelta(minutes=1)
+    volume, notional = sum(r["VOLUME"] for r in rows), sum(r["NOTIONAL"] for r in rows)
+
+    session = fetch("SELECT * FROM MART.V_SESSION_VWAP")
+    assert len(session) == 1
+    (symbol, day, first, last_end, vol, notion, vwap, count) = session[0]
+    assert (symbol, str(day), first, last_end, vol, count) == ("WDC", "2010-02-17", ts[0], ts[-1] + minute,
+                                                               volume, len(rows))
+    assert notion == pytest.approx(notional, rel=1e-12) and vwap == pytest.approx(notional / volume, rel=1e-12)
+
+    # The last 15 minutes before the newest minute's end (inclusive of the minute starting 15 min before).
+    as_of = ts[-1] + minute
+    recent = [(t, r) for t, r in zip(ts, rows, strict=True) if t >= as_of - timedelta(minutes=15)]
+    movers = fetch("SELECT * FROM MART.V_TOP_MOVERS_15M")
+    open_15, close_15 = recent[0][1]["OPEN"], recent[-1][1]["CLOSE"]
+    assert len(movers) == 1
+    assert movers[0][:5] == ("WDC", as_of, open_15, close_15, sum(r["VOLUME"] for _t, r in recent))
+    assert movers[0][5] == pytest.approx(close_15 / open_15 - 1, rel=1e-12)
+
+    bands = fetch("SELECT * FROM MART.V_VOLATILITY_BANDS ORDER BY START_TS")
+    closes = [r["CLOSE"] for r in rows]
+    assert [(b[0], b[1], b[2]) for b in bands] == [("WDC", t, c) for t, c in zip(ts, closes, strict=True)]
+    for i in (1, 19, 20, len(rows) - 1):  # a 2-point window, the first full one, the first sliding one, the last
+        window = closes[max(0, i - 19): i + 1]
+        mean = sum(window) / len(window)
+        sd = math.sqrt(sum((c - mean) ** 2 for c in window) / (len(window) - 1))
+        assert bands[i][3] == pytest.approx(mean, rel=1e-12), i
+        assert (bands[i][4], bands[i][5]) == (pytest.approx(mean - 2 * sd, rel=1e-9),
+                                              pytest.approx(mean + 2 * sd, rel=1e-9)), i
+    assert bands[0][4] is None  # one close has no sample standard deviation
+
+    [metrics] = fetch("SELECT SUM(ROWS_LOADED), MAX(SYMBOLS), SUM(BARS_1S), MIN(MIN_WINDOW_TS), "
+                      "MAX(MAX_WINDOW_END_TS) FROM MART.V_PIPELINE_MINUTE_METRICS")
+    assert metrics == (len(rows), 1, sum(r["SOURCE_COUNT"] for r in rows), ts[0], ts[-1] + minute)
