@@ -15,11 +15,12 @@ from dagster import DagsterInstance, materialize
 from streaming.kernel.errors import TickPlatformError
 from streaming.kernel.settings import KafkaSettings, Settings, load_settings
 from tick_platform.assets.dimensions import dim_calendar, dim_symbol
-from tick_platform.assets.facts import fact_ticks
+from tick_platform.assets.facts import build_fact_ticks
 from tick_platform.checks import FACT_CHECKS
 from tick_platform.fact_store import naive_utc
 from tick_platform.partitions import (
     WINDOW_MS,
+    configured_partitions,
     floor_window,
     partition_key,
     partitions_bounds_ms,
@@ -119,7 +120,8 @@ def materialize_facts(
     """Materialize fact_ticks_60s/300s for every 5-minute partition covering `[start, end)` in ONE run.
 
     Runs the asset checks in the same run; then (by default) dim_symbol and dim_calendar.
-    `settings` defaults to load_settings(); `kafka` overrides its Kafka section (brokers, topics);
+    `settings` defaults to load_settings(); its partitions are the run's (whatever the environment says);
+    `kafka` overrides its Kafka section (brokers, topics);
     `instance` defaults to DAGSTER_HOME's instance (ephemeral without DAGSTER_HOME).
     Naive datetimes are UTC. `log_level` filters the console only (the instance keeps every event).
     Raises BackfillError for a range outside the partitions.
@@ -135,7 +137,7 @@ def materialize_facts(
     }
     dagster_instance = instance or _instance()
     result = materialize(
-        [fact_ticks, *FACT_CHECKS],
+        [build_fact_ticks(configured_partitions(chosen.loader)), *FACT_CHECKS],
         resources=resources,
         instance=dagster_instance,
         tags=range_tags(first, last),

@@ -1,4 +1,7 @@
-"""The facts' 5-minute time partitions (UTC) and conversions between keys and windows."""
+"""The facts' 5-minute time partitions (UTC) and conversions between keys and windows.
+
+Nothing here reads the settings: the code location builds its partitions from them (code_location.py).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from datetime import UTC, datetime
 
 from dagster import TimeWindowPartitionsDefinition
 
-from streaming.kernel.settings import load_settings
+from streaming.kernel.settings import LoaderSettings
 
 WINDOW_S = 300
 WINDOW_MS = WINDOW_S * 1000
@@ -28,8 +31,9 @@ def fact_partitions(start: str, end: str | None = None) -> TimeWindowPartitionsD
     )
 
 
-_LOADER = load_settings().loader
-FACT_PARTITIONS = fact_partitions(_LOADER.partitions_start, _LOADER.partitions_end)
+def configured_partitions(loader: LoaderSettings) -> TimeWindowPartitionsDefinition:
+    """The partitions SNOWFLAKE_PARTITIONS_START .. SNOWFLAKE_PARTITIONS_END of `loader` (settings.loader)."""
+    return fact_partitions(loader.partitions_start, loader.partitions_end)
 
 
 def range_tags(first_key: str, last_key: str) -> dict[str, str]:

@@ -5,7 +5,7 @@ from dagster import DefaultScheduleStatus, RunRequest, ScheduleEvaluationContext
 from tick_platform.assets.facts import FACT_60S_KEY
 from tick_platform.bar_reader import partition_heads
 from tick_platform.closure import scheduled_window
-from tick_platform.jobs import FACT_JOB
+from tick_platform.jobs import FACT_JOB_NAME
 from tick_platform.partitions import partition_key, partitions_bounds_ms, to_ms
 from tick_platform.resources import KafkaResource
 
@@ -14,7 +14,7 @@ FACT_CRON = "1-59/5 * * * *"
 
 
 @schedule(
-    job=FACT_JOB,
+    job_name=FACT_JOB_NAME,
     cron_schedule=FACT_CRON,
     execution_timezone="UTC",
     default_status=DefaultScheduleStatus.RUNNING,

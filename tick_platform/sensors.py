@@ -19,7 +19,7 @@ from streaming.kernel.settings import Settings
 from tick_platform.assets.streams import TICKS_AGG_1S, TICKS_RAW, observe_topic
 from tick_platform.bar_reader import first_revision0_start, partition_heads, warehouse_access
 from tick_platform.closure import SensorCursor, advance_states, closed_until, offsets_went_back, windows_to_request
-from tick_platform.jobs import FACT_JOB
+from tick_platform.jobs import FACT_JOB_NAME
 from tick_platform.partitions import WINDOW_MS, floor_window, partition_key, partitions_bounds_ms, range_tags
 from tick_platform.resources import KafkaResource
 
@@ -38,7 +38,7 @@ def _run_requests(starts: list[int]) -> list[RunRequest]:
 
 
 @sensor(
-    job=FACT_JOB,
+    job_name=FACT_JOB_NAME,
     minimum_interval_seconds=5,  # a window closes at most ~5 s before the sensor sees it
     default_status=DefaultSensorStatus.RUNNING,
     description="Requests every fact partition whose window ticks.agg.1s has closed (closure rule).",

@@ -16,6 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from streaming.kernel.settings import PROJECT_ROOT, KafkaSettings
+from streaming.kernel.topics import bootstrap_topics
+from tick_platform_tests.test_platform_support import SAMPLE_PARTITIONS_END, SAMPLE_PARTITIONS_START
+from tick_tools.broker.runner import LocalCluster, free_port_base
+
+# No module reads the settings when it is imported, so the environment can be set after the imports.
+# It is set here, for the whole process, because every subprocess a test starts (the pipeline,
+# dagster dev, a backfill) inherits it and tests build settings with load_settings().
 # Tests never read the developer's .env: an empty settings file and no KAFKA_* overrides.
 _EMPTY_ENV = Path(tempfile.mkdtemp(prefix="tick-env-")) / "empty.env"
 _EMPTY_ENV.write_text("")
@@ -23,14 +31,11 @@ os.environ["ENV_FILE"] = str(_EMPTY_ENV)
 for _name in list(os.environ):
     if _name.split("_", 1)[0] in {"KAFKA", "REPLAY", "AGG", "SNOW", "SNOWFLAKE", "DASHBOARD", "API", "BROKER"}:
         del os.environ[_name]
-# The facts of the suite are those of the real sample (2010-02-17): a bounded partition set, as
-# the pipeline and the demo give Dagster (tests of other days set their own).
-os.environ["SNOWFLAKE_PARTITIONS_START"] = "2010-02-17"
-os.environ["SNOWFLAKE_PARTITIONS_END"] = "2010-02-19"
-
-from streaming.kernel.settings import PROJECT_ROOT, KafkaSettings  # noqa: E402
-from streaming.kernel.topics import bootstrap_topics  # noqa: E402
-from tick_tools.broker.runner import LocalCluster, free_port_base  # noqa: E402
+# The facts of the suite are those of the real sample (2010-02-17): the window the sensor and the
+# schedule read when they run, and the one subprocesses get (tests of other days set their own).
+# Definitions in tests are built from settings with it (test_platform_support.sample_definitions).
+os.environ["SNOWFLAKE_PARTITIONS_START"] = SAMPLE_PARTITIONS_START
+os.environ["SNOWFLAKE_PARTITIONS_END"] = SAMPLE_PARTITIONS_END
 
 SHARED_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "WDC_tickbidask_first_20000.txt"
 OUTPUT_DIR = PROJECT_ROOT / "tick_platform_tests" / "_output"

@@ -9,8 +9,15 @@ from pathlib import Path
 
 from dagster import AssetKey, BackfillPolicy, DagsterInstance
 
-from tick_platform.definitions import defs
-from tick_platform.partitions import FACT_PARTITIONS
+from streaming.kernel.settings import load_settings
+from tick_platform.code_location import build_definitions
+from tick_platform.partitions import configured_partitions, fact_partitions
+from tick_platform_tests.test_platform_support import (
+    SAMPLE_PARTITIONS_END,
+    SAMPLE_PARTITIONS_START,
+    sample_definitions,
+    sample_settings,
+)
 from tick_tools.pipeline.services import prepare_dagster_home
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +38,7 @@ def test_dagster_definitions_validate_passes(tmp_path: Path) -> None:
 
 
 def test_lineage_partitions_checks_and_automation() -> None:
+    defs = sample_definitions()
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert {"ticks_raw", "ticks_agg_1s", "fact_ticks_60s", "fact_ticks_300s", "dim_symbol", "dim_calendar"} <= keys
@@ -38,12 +46,64 @@ def test_lineage_partitions_checks_and_automation() -> None:
     assert graph.get(AssetKey("fact_ticks_60s")).parent_keys == {AssetKey("ticks_agg_1s")}
     assert graph.get(AssetKey("fact_ticks_300s")).parent_keys == {AssetKey("fact_ticks_60s")}
     facts = defs.resolve_assets_def(AssetKey("fact_ticks_60s"))
-    assert facts.partitions_def == FACT_PARTITIONS
+    sample = fact_partitions(SAMPLE_PARTITIONS_START, SAMPLE_PARTITIONS_END)
+    assert facts.partitions_def == sample
+    assert sample.get_first_partition_key() == "2010-02-17-00:00" and sample.get_num_partitions() == 2 * 288
+    assert defs.resolve_job_def("fact_ticks_job").partitions_def == sample
     assert facts.backfill_policy == BackfillPolicy.single_run()
     checks = {k.name for k in graph.asset_check_keys}
     assert len(checks) == 9
     assert defs.resolve_sensor_def("closed_windows_sensor").job_name == "fact_ticks_job"
     assert defs.resolve_schedule_def("fact_ticks_schedule").cron_schedule == "1-59/5 * * * *"
+
+
+def test_the_partitions_are_those_of_the_settings_built_with() -> None:
+    live = sample_settings(loader={"partitions_start": "2026-11-01", "partitions_end": ""})
+    facts = build_definitions(live).resolve_assets_def(AssetKey("fact_ticks_300s"))
+    assert facts.partitions_def == fact_partitions("2026-11-01")
+    assert facts.partitions_def == configured_partitions(live.loader)
+    # The entry point Dagster loads builds from the environment (the conftest's window here).
+    from tick_platform.definitions import defs
+
+    entry = defs.resolve_assets_def(AssetKey("fact_ticks_60s")).partitions_def
+    assert entry == configured_partitions(load_settings().loader) == fact_partitions("2010-02-17", "2010-02-19")
+
+
+_IMPORT_THEN_BUILD = """
+import importlib, sys
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+print("imported")
+from streaming.kernel.errors import ConfigError
+from tick_platform.code_location import build_definitions
+try:
+    build_definitions()
+except ConfigError as exc:
+    print("ConfigError:", exc)
+"""
+_PLATFORM_MODULES = [
+    "tick_platform.partitions", "tick_platform.assets.facts", "tick_platform.assets.dimensions",
+    "tick_platform.assets.streams", "tick_platform.jobs", "tick_platform.checks", "tick_platform.schedules",
+    "tick_platform.sensors", "tick_platform.backfill", "tick_platform.code_location",
+]
+
+
+def test_importing_the_platform_reads_no_settings(tmp_path: Path) -> None:
+    """A bad SNOWFLAKE_PARTITIONS_START breaks building the Definitions, never an import."""
+    bad = tmp_path / "bad.env"
+    bad.write_text("SNOWFLAKE_PARTITIONS_START=17.02.2010\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SNOWFLAKE_PARTITIONS_")}
+    env |= {"ENV_FILE": str(bad), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", _IMPORT_THEN_BUILD, *_PLATFORM_MODULES],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "imported"
+    assert lines[1].startswith("ConfigError: SNOWFLAKE_PARTITIONS_START:") and "'17.02.2010'" in lines[1]
+    # Only the entry point reads them on import.
+    entry = subprocess.run([sys.executable, "-c", "import tick_platform.definitions"],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert entry.returncode != 0 and "SNOWFLAKE_PARTITIONS_START" in entry.stderr
 
 
 def test_prepared_dagster_home_has_the_warehouse_pool(tmp_path: Path) -> None:

@@ -14,8 +14,7 @@ from confluent_kafka.admin import AdminClient
 from dagster import AssetSelection, DagsterEventType, DagsterInstance, materialize
 
 from streaming.kernel.records import Bar
-from streaming.kernel.settings import KafkaSettings, Settings, load_settings
-from tick_platform.assets.facts import fact_ticks
+from streaming.kernel.settings import KafkaSettings, Settings
 from tick_platform.backfill import BackfillReport, materialize_facts
 from tick_platform.bar_reader import first_offset_at, open_consumer, watermarks
 from tick_platform.checks import FACT_CHECKS
@@ -30,6 +29,8 @@ from tick_platform_tests.test_platform_support import (
     partition_of,
     produce_bars,
     read_kibot,
+    sample_fact_ticks,
+    sample_settings,
 )
 
 pytestmark = pytest.mark.kafka
@@ -39,7 +40,7 @@ DAY_END = datetime(2010, 2, 17, 20, 45, tzinfo=UTC)  # 15:45 ET
 
 
 def _settings(db: Path) -> Settings:
-    return load_settings(loader={"target": "duckdb", "duckdb_path": str(db)})
+    return sample_settings(loader={"target": "duckdb", "duckdb_path": str(db)})
 
 
 def _table(db: Path, name: str) -> pl.DataFrame:
@@ -53,7 +54,7 @@ def _resources(kafka: KafkaSettings, settings: Settings) -> dict[str, object]:
 
 def _checks_only(kafka: KafkaSettings, settings: Settings, instance: DagsterInstance) -> dict[str, tuple[bool, dict]]:
     result = materialize(
-        [fact_ticks, *FACT_CHECKS],
+        [sample_fact_ticks(), *FACT_CHECKS],
         selection=AssetSelection.all_asset_checks(),
         tags=range_tags("2010-02-17-14:30", "2010-02-17-14:55"),
         resources=_resources(kafka, settings),
@@ -124,7 +125,7 @@ def _snapshot(db: Path) -> tuple[list[tuple], list[tuple]]:
 
 
 def _one_window(kafka: KafkaSettings, settings: Settings, key: str) -> tuple[bool, list[str], dict[str, Any]]:
-    result = materialize([fact_ticks], partition_key=key, resources=_resources(kafka, settings),
+    result = materialize([sample_fact_ticks()], partition_key=key, resources=_resources(kafka, settings),
                          instance=DagsterInstance.ephemeral(), raise_on_error=False)
     failures = [str(e.step_failure_data.user_failure_data.description) for e in result.all_events
                 if e.event_type == DagsterEventType.STEP_FAILURE and e.step_failure_data.user_failure_data]
@@ -177,7 +178,7 @@ def test_rematerialize_is_identical_and_revisions_win(
     assert first.success and first.rows == {"FACT_TICKS_60S": 30, "FACT_TICKS_300S": 6}
     before = _snapshot(settings.loader.duckdb_path)
     again = materialize(
-        [fact_ticks, *FACT_CHECKS],
+        [sample_fact_ticks(), *FACT_CHECKS],
         partition_key="2010-02-17-14:40",
         resources=_resources(kafka, settings),
         instance=instance,
@@ -192,7 +193,7 @@ def test_rematerialize_is_identical_and_revisions_win(
     monkeypatch.setenv("AGG_LATE_POLICY", "revise")
     monkeypatch.setenv("AGG_REVISE_HORIZON_MS", str(24 * 3_600_000))
     third = materialize(
-        [fact_ticks, *FACT_CHECKS],
+        [sample_fact_ticks(), *FACT_CHECKS],
         partition_key="2010-02-17-14:40",
         resources=_resources(kafka, settings),
         instance=instance,

@@ -12,16 +12,46 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import pytest
 from confluent_kafka import Producer
 
 from streaming.kernel.records import Bar, encode, make_bar_id
-from streaming.kernel.settings import KafkaSettings
+from streaming.kernel.settings import KafkaSettings, Settings, load_settings
+
+if TYPE_CHECKING:
+    from dagster import AssetsDefinition, Definitions
 
 SAMPLE_FIRST_WINDOW_MS = 1266417000000  # the real sample's first 5-minute window: 2010-02-17 14:30 UTC
+# The fact partitions of the suite: the sample's day and the next (end exclusive), a bounded set
+# as the pipeline and the demo give Dagster. The conftest exports them for subprocesses too.
+SAMPLE_PARTITIONS_START = "2010-02-17"
+SAMPLE_PARTITIONS_END = "2010-02-19"
+
+
+def sample_settings(env_file: str | None = None, **sections: dict[str, Any]) -> Settings:
+    """load_settings(env_file, **sections) with the sample's partitions (a `loader` section adds to them)."""
+    loader = {"partitions_start": SAMPLE_PARTITIONS_START, "partitions_end": SAMPLE_PARTITIONS_END,
+              **sections.pop("loader", {})}
+    return load_settings(env_file, loader=loader, **sections)
+
+
+def sample_definitions(settings: Settings | None = None) -> Definitions:
+    """The code location built from `settings` (default: sample_settings())."""
+    # Imported here: the conftest imports this module for the window, before any test needs Dagster.
+    from tick_platform.code_location import build_definitions
+
+    return build_definitions(settings if settings is not None else sample_settings())
+
+
+def sample_fact_ticks(settings: Settings | None = None) -> AssetsDefinition:
+    """The multi-asset fact_ticks over the partitions of `settings` (default: the sample's)."""
+    from tick_platform.assets.facts import build_fact_ticks
+    from tick_platform.partitions import configured_partitions
+
+    return build_fact_ticks(configured_partitions((settings if settings is not None else sample_settings()).loader))
 
 
 def read_kibot(path: Path, symbol: str = "WDC") -> pl.DataFrame:

@@ -1,4 +1,8 @@
-"""fact_ticks_60s and fact_ticks_300s: 5-minute partitions rolled up from ticks.agg.1s by offsets."""
+"""fact_ticks_60s and fact_ticks_300s: 5-minute partitions rolled up from ticks.agg.1s by offsets.
+
+`build_fact_ticks(partitions_def)` makes the multi-asset: its partitions come from the settings
+the code location is built with (code_location.build_definitions), never from an import.
+"""
 
 from collections.abc import Iterator
 
@@ -6,12 +10,14 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from dagster import (
     AssetExecutionContext,
     AssetKey,
+    AssetsDefinition,
     AssetSpec,
     BackfillPolicy,
     Backoff,
     Failure,
     MaterializeResult,
     MetadataValue,
+    PartitionsDefinition,
     RetryPolicy,
     multi_asset,
 )
@@ -20,7 +26,7 @@ from streaming.kernel.errors import KafkaAccessError
 from streaming.kernel.settings import KafkaSettings
 from tick_platform.bar_reader import OffsetRange, read_window, warehouse_access
 from tick_platform.fact_store import RetainedWindowError, refuse_retention_loss, replace_window
-from tick_platform.partitions import FACT_PARTITIONS, to_ms
+from tick_platform.partitions import to_ms
 from tick_platform.resources import KafkaResource, WarehouseResource
 from tick_platform.rollup import bars_frame, latest_revisions, rollup_bars
 
@@ -53,32 +59,7 @@ def commit_progress(kafka: KafkaSettings, group: str, ranges: list[OffsetRange])
         consumer.close()
 
 
-@multi_asset(
-    specs=[
-        AssetSpec(
-            FACT_60S_KEY,
-            deps=["ticks_agg_1s"],
-            description="1-minute OHLCV facts (CORE.FACT_TICKS_60S), rolled up from the window's 1 s bars.",
-            metadata={"table": "CORE.FACT_TICKS_60S"},
-            kinds={"polars", "sql"},
-        ),
-        AssetSpec(
-            FACT_300S_KEY,
-            deps=[FACT_60S_KEY],
-            description="5-minute OHLCV facts (CORE.FACT_TICKS_300S), equal to the rollup of their 60 s rows.",
-            metadata={"table": "CORE.FACT_TICKS_300S"},
-            kinds={"polars", "sql"},
-        ),
-    ],
-    name="fact_ticks",
-    partitions_def=FACT_PARTITIONS,
-    backfill_policy=BackfillPolicy.single_run(),
-    pool=WAREHOUSE_POOL,
-    retry_policy=WAREHOUSE_RETRY,
-    group_name="facts",
-    can_subset=False,
-)
-def fact_ticks(
+def fact_ticks_window(
     context: AssetExecutionContext, kafka: KafkaResource, warehouse: WarehouseResource
 ) -> Iterator[MaterializeResult]:
     """Read the window's bars by offsets, roll them up, replace the window's rows in one transaction."""
@@ -130,3 +111,32 @@ def fact_ticks(
     yield MaterializeResult(
         asset_key=FACT_300S_KEY, metadata={**common, "rows": MetadataValue.int(written["FACT_TICKS_300S"])}
     )
+
+
+def build_fact_ticks(partitions_def: PartitionsDefinition) -> AssetsDefinition:
+    """The multi-asset `fact_ticks` (fact_ticks_60s, fact_ticks_300s) over `partitions_def`."""
+    return multi_asset(
+        specs=[
+            AssetSpec(
+                FACT_60S_KEY,
+                deps=["ticks_agg_1s"],
+                description="1-minute OHLCV facts (CORE.FACT_TICKS_60S), rolled up from the window's 1 s bars.",
+                metadata={"table": "CORE.FACT_TICKS_60S"},
+                kinds={"polars", "sql"},
+            ),
+            AssetSpec(
+                FACT_300S_KEY,
+                deps=[FACT_60S_KEY],
+                description="5-minute OHLCV facts (CORE.FACT_TICKS_300S), equal to the rollup of their 60 s rows.",
+                metadata={"table": "CORE.FACT_TICKS_300S"},
+                kinds={"polars", "sql"},
+            ),
+        ],
+        name="fact_ticks",
+        partitions_def=partitions_def,
+        backfill_policy=BackfillPolicy.single_run(),
+        pool=WAREHOUSE_POOL,
+        retry_policy=WAREHOUSE_RETRY,
+        group_name="facts",
+        can_subset=False,
+    )(fact_ticks_window)

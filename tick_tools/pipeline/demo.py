@@ -108,7 +108,7 @@ def run_demo(settings: Settings, data: list[str] | None, *, symbol: str | None =
                   f"{' …' if len(files) > 4 else ''}")
     parts = partitions_env(files, realtime=False, symbol=symbol)
     if parts:
-        # Before tick_platform is imported: its partitions are defined from these at import time.
+        # The summary's `make platform` hint compares with these; the backfill gets them via `settings`.
         os.environ.update(parts)
         settings = Settings(**{**settings.__dict__, "loader": settings.loader.model_copy(
             update={"partitions_start": parts[START], "partitions_end": parts.get(END)})})
