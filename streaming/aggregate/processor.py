@@ -36,6 +36,7 @@ from streaming.kernel.errors import StageKafkaError
 from streaming.kernel.records import Bar, DlqRecord, Watermark, decode_watermark, encode
 from streaming.kernel.settings import Settings
 from streaming.kernel.topics import committed_offsets
+from streaming.kernel.wallclock import now_ms
 
 BATCH = 2_000
 IDLE_CHECK_S = 0.05
@@ -89,11 +90,6 @@ def decode_checkpoint(metadata: str | None, committed: int) -> Checkpoint:
         return Checkpoint(min(rebuild_from, committed), None if watermark is None else int(watermark), closes)
     except (ValueError, KeyError, TypeError):
         return Checkpoint(committed, None)
-
-
-def now_ms() -> int:
-    """Wall clock in epoch milliseconds."""
-    return time.time_ns() // 1_000_000
 
 
 @dataclass
