@@ -31,7 +31,7 @@ from confluent_kafka import (
 
 from streaming.aggregate.counters import Counters
 from streaming.aggregate.dead_letters import decode_bin, late_record, poison_record
-from streaming.aggregate.windows import Checkpoint, LateBin, PartitionWindows, WindowConfig
+from streaming.aggregate.windows import AggregatorCheckpoint, LateBin, PartitionWindows, WindowConfig
 from streaming.kernel.errors import StageKafkaError
 from streaming.kernel.records import Bar, DlqRecord, Watermark, decode_watermark, encode
 from streaming.kernel.settings import Settings
@@ -70,7 +70,7 @@ def instance_suffix(settings: Settings) -> str:
     return settings.agg.instance_id or f"{socket.gethostname()}-{os.getpid()}"
 
 
-def encode_checkpoint(cp: Checkpoint) -> str:
+def encode_checkpoint(cp: AggregatorCheckpoint) -> str:
     """Offset-commit metadata (under the broker's offset.metadata.max.bytes, 4096 by default)."""
     data: dict[str, Any] = {"rebuild_from": cp.rebuild_from, "watermark": cp.watermark}
     if cp.closes:
@@ -78,18 +78,18 @@ def encode_checkpoint(cp: Checkpoint) -> str:
     return json.dumps(data, separators=(",", ":"))
 
 
-def decode_checkpoint(metadata: str | None, committed: int) -> Checkpoint:
+def decode_checkpoint(metadata: str | None, committed: int) -> AggregatorCheckpoint:
     """The checkpoint in a committed offset's metadata; plain offsets (no metadata) rebuild nothing."""
     if not metadata:
-        return Checkpoint(committed, None)
+        return AggregatorCheckpoint(committed, None)
     try:
         data = json.loads(metadata)
         rebuild_from = int(data["rebuild_from"])
         watermark = data.get("watermark")
         closes = {int(start): int(offset) for start, offset in data.get("closes", [])}
-        return Checkpoint(min(rebuild_from, committed), None if watermark is None else int(watermark), closes)
+        return AggregatorCheckpoint(min(rebuild_from, committed), None if watermark is None else int(watermark), closes)
     except (ValueError, KeyError, TypeError):
-        return Checkpoint(committed, None)
+        return AggregatorCheckpoint(committed, None)
 
 
 @dataclass
