@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from streaming.kernel.records import Bar, make_bar_id
 from tick_platform.calendar import session_minutes
 from tick_platform.closure import (
-    PartitionState,
     SensorCursor,
+    SensorPartitionState,
     advance_states,
     closed_until,
     scheduled_window,
@@ -108,15 +108,18 @@ def test_300s_rollup_equals_rollup_of_60s(spec: list[tuple[str, int, float, floa
 
 def test_closure_rule_and_cursor_roundtrip() -> None:
     w = 300_000
-    states = {0: PartitionState(10, T0 + 2 * w + 5, since_ms=1_000), 1: PartitionState(4, T0 + w + 1, since_ms=1_000)}
+    states = {
+        0: SensorPartitionState(10, T0 + 2 * w + 5, since_ms=1_000),
+        1: SensorPartitionState(4, T0 + w + 1, since_ms=1_000),
+    }
     assert closed_until(states, now_ms=1_500, idle_timeout_ms=2_000, horizon_ms=0) == T0 + w + 1
     assert windows_to_request(T0, T0 + w + 1, limit=10) == [T0]
     # partition 1 idle: only the newest data bounds, up to the end of its window
     assert closed_until(states, now_ms=3_001, idle_timeout_ms=2_000, horizon_ms=0) == T0 + 3 * w
     assert closed_until(states, now_ms=1_500, idle_timeout_ms=2_000, horizon_ms=w) == T0 + 1
-    assert closed_until({0: PartitionState(0, None, 0)}, 10**12, 1, 0) is None
+    assert closed_until({0: SensorPartitionState(0, None, 0)}, 10**12, 1, 0) is None
     moved = advance_states(states, {0: (10, T0 + 2 * w + 5), 1: (6, T0 + 2 * w)}, now_ms=9_000)
-    assert moved[0] is states[0] and moved[1] == PartitionState(6, T0 + 2 * w, 9_000)
+    assert moved[0] is states[0] and moved[1] == SensorPartitionState(6, T0 + 2 * w, 9_000)
     cursor = SensorCursor(moved, T0 + w)
     assert SensorCursor.from_json(cursor.to_json()) == cursor
     assert SensorCursor.from_json(None) == SensorCursor()

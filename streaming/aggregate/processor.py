@@ -93,7 +93,7 @@ def decode_checkpoint(metadata: str | None, committed: int) -> AggregatorCheckpo
 
 
 @dataclass
-class PartitionState:
+class InputPartitionState:
     """One assigned input partition: its windows and where reading stands."""
 
     windows: PartitionWindows
@@ -129,7 +129,7 @@ class Aggregator:
         self.progress = progress
         self.log = log or (lambda _line: None)
         self.counters = counters if counters is not None else Counters()
-        self.states: dict[int, PartitionState] = {}
+        self.states: dict[int, InputPartitionState] = {}
         self.idle_s = settings.agg.idle_timeout_ms / 1000
         self.align = settings.agg.align_watermarks
         self.grace_ms = settings.agg_grace_ms
@@ -423,7 +423,7 @@ class Aggregator:
                 self._dirty = True
                 self._emit(p, windows, clock)
 
-    def _caught_up(self, partition: int, st: PartitionState) -> bool:
+    def _caught_up(self, partition: int, st: InputPartitionState) -> bool:
         _low, high = self.consumer.get_watermark_offsets(
             TopicPartition(self.kafka.topic_raw, partition), cached=True)
         if high < 0:
@@ -513,12 +513,12 @@ class Aggregator:
             if tp.error is not None:
                 raise KafkaException(tp.error)
             if tp.offset < 0:  # nothing committed yet: from the beginning, nothing to rebuild
-                self.states[tp.partition] = PartitionState(PartitionWindows(self.config), -1, -1)
+                self.states[tp.partition] = InputPartitionState(PartitionWindows(self.config), -1, -1)
                 starts.append(TopicPartition(tp.topic, tp.partition, OFFSET_INVALID))
                 continue
             cp = decode_checkpoint(tp.metadata, tp.offset)
             windows = PartitionWindows(self.config, cp.watermark, cp.closes)
-            self.states[tp.partition] = PartitionState(windows, cp.rebuild_from, tp.offset)
+            self.states[tp.partition] = InputPartitionState(windows, cp.rebuild_from, tp.offset)
             starts.append(TopicPartition(tp.topic, tp.partition, cp.rebuild_from))
         return starts
 
