@@ -26,7 +26,7 @@ class OfflineResult:
     out_of_range: int = 0  # bins beyond the contract's bounds, alone or summed into their bar
 
 
-def aggregate_bins(bins: Iterable[Bin], config: WindowConfig) -> tuple[list[Bar], list[DlqRecord]]:
+def bars_of_bins(bins: Iterable[Bin], config: WindowConfig) -> tuple[list[Bar], list[DlqRecord]]:
     """Bars and late-bin DLQ records of one bin sequence (one partition), flushed at the end."""
     windows = PartitionWindows(config)
     dlq: list[DlqRecord] = []
