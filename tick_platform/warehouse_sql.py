@@ -113,28 +113,8 @@ DIM_CALENDAR = Table(
     ),
     ("MINUTE_TS",),
 )
-TICKS_RAW = Table(
-    "RAW",
-    "TICKS_RAW",
-    (
-        Column("BIN_ID", "text", nullable=False),
-        Column("SYMBOL", "text", nullable=False),
-        Column("START_TS", "ts", nullable=False),
-        Column("END_TS", "ts", nullable=False),
-        Column("OPEN", "price"),
-        Column("HIGH", "price"),
-        Column("LOW", "price"),
-        Column("CLOSE", "price"),
-        Column("VOLUME", "int"),
-        Column("NOTIONAL", "money"),
-        Column("TRADE_COUNT", "int"),
-        Column("INGEST_TS", "ts"),
-        Column("LOAD_TS", "ts"),
-    ),
-    ("BIN_ID",),
-)
 
-TABLES: tuple[Table, ...] = (TICKS_RAW, FACT_1S, FACT_60S, FACT_300S, DIM_SYMBOL, DIM_CALENDAR)
+TABLES: tuple[Table, ...] = (FACT_1S, FACT_60S, FACT_300S, DIM_SYMBOL, DIM_CALENDAR)
 
 # MART views: plain ANSI SQL that Snowflake and DuckDB both accept. The session of a US
 # trading day (14:30-21:00 UTC) never crosses a UTC midnight, so the UTC date is the session.

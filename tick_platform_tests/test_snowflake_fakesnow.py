@@ -42,7 +42,6 @@ def test_sql_scripts_are_the_rendered_definitions() -> None:
         "CORE.FACT_TICKS_1S",
         "CORE.DIM_SYMBOL",
         "CORE.DIM_CALENDAR",
-        "RAW.TICKS_RAW",
         "NUMBER(18,6)",
         "TIMESTAMP_NTZ",
     ):
