@@ -183,9 +183,11 @@ def render_table(table: Table, dialect: Dialect) -> str:
     return f"CREATE TABLE IF NOT EXISTS {table.qualified} (\n{body}\n)"
 
 
-def render_view(name: str, dialect: Dialect) -> str:
-    """`CREATE OR REPLACE VIEW` for one MART view (same SQL in both dialects)."""
-    return f"CREATE OR REPLACE VIEW {name} AS{VIEWS[name]}"
+def render_view(name: str, dialect: Dialect, if_missing: bool = False) -> str:
+    """One MART view (same SQL in both dialects): `CREATE OR REPLACE VIEW`, or with `if_missing`
+    `CREATE VIEW IF NOT EXISTS`, which leaves an existing view (and its grants) alone."""
+    create = "CREATE VIEW IF NOT EXISTS" if if_missing else "CREATE OR REPLACE VIEW"
+    return f"{create} {name} AS{VIEWS[name]}"
 
 
 def schema_statements(dialect: Dialect) -> list[str]:
@@ -195,9 +197,9 @@ def schema_statements(dialect: Dialect) -> list[str]:
     return stmts
 
 
-def view_statements(dialect: Dialect) -> list[str]:
-    """The MART views."""
-    return [render_view(name, dialect) for name in VIEWS]
+def view_statements(dialect: Dialect, if_missing: bool = False) -> list[str]:
+    """The MART views: replaced (the setup script), or created only where missing (the loader)."""
+    return [render_view(name, dialect, if_missing) for name in VIEWS]
 
 
 _SNOWFLAKE_PREAMBLE = """\
