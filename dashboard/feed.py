@@ -18,6 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from dashboard.bar_cache import BarCache
 from streaming.kernel.records import bar_decoder
 from streaming.kernel.settings import KafkaSettings
+from streaming.kernel.wallclock import now_ms
 
 State = Literal["connecting", "connected", "unreachable", "no_topic"]
 RETRY_S = 2.0
@@ -32,11 +33,6 @@ class FeedStatus:
     message: str
     messages: int
     rejected: int
-
-
-def now_ms() -> int:
-    """Wall clock in epoch milliseconds."""
-    return time.time_ns() // 1_000_000
 
 
 class BarFeed:

@@ -12,8 +12,9 @@ import streamlit as st
 
 from dashboard.badges import all_badges
 from dashboard.chart import bar_figure, exchange_time, summarize
-from dashboard.feed import METADATA_TIMEOUT_S, BarFeed, feed_for, now_ms
+from dashboard.feed import METADATA_TIMEOUT_S, BarFeed, feed_for
 from streaming.kernel.settings import KafkaSettings, Settings
+from streaming.kernel.wallclock import now_ms
 
 
 @st.cache_resource(show_spinner=False)

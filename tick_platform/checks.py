@@ -21,7 +21,7 @@ from dagster import (
 
 from tick_platform.assets.facts import FACT_60S_KEY, FACT_300S_KEY, WAREHOUSE_POOL
 from tick_platform.bar_reader import OffsetRange, partition_heads, read_ranges
-from tick_platform.closure import PartitionState, closed_until
+from tick_platform.closure import SensorPartitionState, closed_until
 from tick_platform.fact_store import naive_utc, normalize, read_rows
 from tick_platform.partitions import floor_window
 from tick_platform.resources import KafkaResource, WarehouseResource
@@ -221,7 +221,7 @@ def fact_300s_freshness(kafka: KafkaResource, warehouse: WarehouseResource) -> A
     """Latest loaded window end vs the newest window the stream's revision-0 bars have closed."""
     heads = partition_heads(kafka.kafka())
     now = 0  # no partition counts as idle here: the check has no memory of earlier looks
-    states = {h.partition: PartitionState(h.high, h.last_start_ms, now) for h in heads}
+    states = {h.partition: SensorPartitionState(h.high, h.last_start_ms, now) for h in heads}
     bound = closed_until(states, now, idle_timeout_ms=1 << 62, horizon_ms=kafka.horizon_ms())
     closed_end = floor_window(bound) if bound is not None else None
     with warehouse.connect() as conn:

@@ -15,7 +15,7 @@ from tick_platform.partitions import WINDOW_MS, floor_window
 
 
 @dataclass(frozen=True)
-class PartitionState:
+class SensorPartitionState:
     """What the sensor last saw of one partition."""
 
     high: int
@@ -27,7 +27,7 @@ class PartitionState:
 class SensorCursor:
     """The streaming sensor's cursor: partition states and the next window to request."""
 
-    partitions: dict[int, PartitionState] = field(default_factory=dict)
+    partitions: dict[int, SensorPartitionState] = field(default_factory=dict)
     next_window_ms: int | None = None
     raw_version: str | None = None  # ticks.raw end offsets and lag last observed (observe on change)
 
@@ -52,27 +52,29 @@ class SensorCursor:
             return cls()
         raw = json.loads(text)
         parts = {
-            int(p): PartitionState(int(v["high"]), v.get("last_start_ms"), int(v["since_ms"]))
+            int(p): SensorPartitionState(int(v["high"]), v.get("last_start_ms"), int(v["since_ms"]))
             for p, v in raw.get("partitions", {}).items()
         }
         return cls(parts, raw.get("next_window_ms"), raw.get("raw_version"))
 
 
 def advance_states(
-    previous: dict[int, PartitionState], heads: dict[int, tuple[int, int | None]], now_ms: int
-) -> dict[int, PartitionState]:
+    previous: dict[int, SensorPartitionState], heads: dict[int, tuple[int, int | None]], now_ms: int
+) -> dict[int, SensorPartitionState]:
     """New partition states from the current (high, last revision-0 start) per partition."""
-    states: dict[int, PartitionState] = {}
+    states: dict[int, SensorPartitionState] = {}
     for p, (high, last_start) in heads.items():
         prev = previous.get(p)
         if prev is not None and prev.high == high:
             states[p] = prev
         else:
-            states[p] = PartitionState(high, last_start, now_ms)
+            states[p] = SensorPartitionState(high, last_start, now_ms)
     return states
 
 
-def offsets_went_back(previous: dict[int, PartitionState], heads: dict[int, tuple[int, int | None]]) -> list[int]:
+def offsets_went_back(
+    previous: dict[int, SensorPartitionState], heads: dict[int, tuple[int, int | None]]
+) -> list[int]:
     """The partitions whose end offset is below the one the cursor remembers.
 
     Kafka never lowers a partition's end offset, so this means ticks.agg.1s was deleted and
@@ -82,7 +84,9 @@ def offsets_went_back(previous: dict[int, PartitionState], heads: dict[int, tupl
     return sorted(p for p, (high, _) in heads.items() if p in previous and high < previous[p].high)
 
 
-def closed_until(states: dict[int, PartitionState], now_ms: int, idle_timeout_ms: int, horizon_ms: int) -> int | None:
+def closed_until(
+    states: dict[int, SensorPartitionState], now_ms: int, idle_timeout_ms: int, horizon_ms: int
+) -> int | None:
     """The end (ms) up to which every window is closed, or None if no partition has a bar.
 
     Never past the window holding the newest bar: windows after the data are not closed, only empty.

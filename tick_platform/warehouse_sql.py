@@ -113,28 +113,8 @@ DIM_CALENDAR = Table(
     ),
     ("MINUTE_TS",),
 )
-TICKS_RAW = Table(
-    "RAW",
-    "TICKS_RAW",
-    (
-        Column("BIN_ID", "text", nullable=False),
-        Column("SYMBOL", "text", nullable=False),
-        Column("START_TS", "ts", nullable=False),
-        Column("END_TS", "ts", nullable=False),
-        Column("OPEN", "price"),
-        Column("HIGH", "price"),
-        Column("LOW", "price"),
-        Column("CLOSE", "price"),
-        Column("VOLUME", "int"),
-        Column("NOTIONAL", "money"),
-        Column("TRADE_COUNT", "int"),
-        Column("INGEST_TS", "ts"),
-        Column("LOAD_TS", "ts"),
-    ),
-    ("BIN_ID",),
-)
 
-TABLES: tuple[Table, ...] = (TICKS_RAW, FACT_1S, FACT_60S, FACT_300S, DIM_SYMBOL, DIM_CALENDAR)
+TABLES: tuple[Table, ...] = (FACT_1S, FACT_60S, FACT_300S, DIM_SYMBOL, DIM_CALENDAR)
 
 # MART views: plain ANSI SQL that Snowflake and DuckDB both accept. The session of a US
 # trading day (14:30-21:00 UTC) never crosses a UTC midnight, so the UTC date is the session.
@@ -203,9 +183,11 @@ def render_table(table: Table, dialect: Dialect) -> str:
     return f"CREATE TABLE IF NOT EXISTS {table.qualified} (\n{body}\n)"
 
 
-def render_view(name: str, dialect: Dialect) -> str:
-    """`CREATE OR REPLACE VIEW` for one MART view (same SQL in both dialects)."""
-    return f"CREATE OR REPLACE VIEW {name} AS{VIEWS[name]}"
+def render_view(name: str, dialect: Dialect, if_missing: bool = False) -> str:
+    """One MART view (same SQL in both dialects): `CREATE OR REPLACE VIEW`, or with `if_missing`
+    `CREATE VIEW IF NOT EXISTS`, which leaves an existing view (and its grants) alone."""
+    create = "CREATE VIEW IF NOT EXISTS" if if_missing else "CREATE OR REPLACE VIEW"
+    return f"{create} {name} AS{VIEWS[name]}"
 
 
 def schema_statements(dialect: Dialect) -> list[str]:
@@ -215,9 +197,9 @@ def schema_statements(dialect: Dialect) -> list[str]:
     return stmts
 
 
-def view_statements(dialect: Dialect) -> list[str]:
-    """The MART views."""
-    return [render_view(name, dialect) for name in VIEWS]
+def view_statements(dialect: Dialect, if_missing: bool = False) -> list[str]:
+    """The MART views: replaced (the setup script), or created only where missing (the loader)."""
+    return [render_view(name, dialect, if_missing) for name in VIEWS]
 
 
 _SNOWFLAKE_PREAMBLE = """\

@@ -20,7 +20,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from streaming.aggregate.offline import aggregate_bins
+from streaming.aggregate.offline import bars_of_bins
 from streaming.aggregate.processor import window_config
 from streaming.kernel.records import Bar, Bin, DlqRecord, bar_decoder, dlq_decoder, encode, make_bin_id
 from streaming.kernel.settings import PROJECT_ROOT, KafkaSettings, Settings, load_settings
@@ -231,7 +231,7 @@ def per_partition_reference(bins: list[Bin], settings: Settings) -> tuple[dict[s
     bars: dict[str, dict[str, Any]] = {}
     late = 0
     for seq in by_partition.values():
-        out, dlq = aggregate_bins(seq, window_config(settings))
+        out, dlq = bars_of_bins(seq, window_config(settings))
         for bar in out:
             assert bar.bar_id not in bars
             bars[bar.bar_id] = data_fields(bar)

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from streaming.aggregate.counters import Counters
 from streaming.aggregate.dead_letters import decode_bin
 from streaming.aggregate.processor import Aggregator, decode_checkpoint, encode_checkpoint
-from streaming.aggregate.windows import Checkpoint
+from streaming.aggregate.windows import AggregatorCheckpoint
 from streaming.cli import app
 from streaming.kernel.records import Bin, bar_decoder, dlq_decoder, encode
 from streaming.kernel.settings import Settings, load_settings
@@ -33,12 +33,12 @@ def test_decode_bin_names_each_kind_of_poison() -> None:
 
 
 def test_checkpoint_metadata_round_trips_and_tolerates_foreign_metadata() -> None:
-    cp = Checkpoint(120, T0 + 900, {T0: 118, T0 + 100: 119})
+    cp = AggregatorCheckpoint(120, T0 + 900, {T0: 118, T0 + 100: 119})
     assert decode_checkpoint(encode_checkpoint(cp), 130) == cp
-    assert decode_checkpoint(encode_checkpoint(Checkpoint(7, None)), 9) == Checkpoint(7, None)
-    assert decode_checkpoint("", 42) == Checkpoint(42, None)  # a plain commit: nothing to rebuild
-    assert decode_checkpoint("written by someone else", 42) == Checkpoint(42, None)
-    assert decode_checkpoint('{"rebuild_from": 99, "watermark": 5}', 42) == Checkpoint(42, 5)  # never past C
+    assert decode_checkpoint(encode_checkpoint(AggregatorCheckpoint(7, None)), 9) == AggregatorCheckpoint(7, None)
+    assert decode_checkpoint("", 42) == AggregatorCheckpoint(42, None)  # a plain commit: nothing to rebuild
+    assert decode_checkpoint("written by someone else", 42) == AggregatorCheckpoint(42, None)
+    assert decode_checkpoint('{"rebuild_from": 99, "watermark": 5}', 42) == AggregatorCheckpoint(42, 5)  # never past C
 
 
 def test_prometheus_text_has_every_counter() -> None:
@@ -105,7 +105,7 @@ class _RebalancingConsumer:
 
     def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
         # Committed at 100; the open windows need the bins from offset 90 on.
-        return [TopicPartition(self.topic, 0, 100, metadata=encode_checkpoint(Checkpoint(90, T0)))]
+        return [TopicPartition(self.topic, 0, 100, metadata=encode_checkpoint(AggregatorCheckpoint(90, T0)))]
 
     def assign(self, partitions: list[TopicPartition]) -> None:
         assert [(tp.partition, tp.offset) for tp in partitions] == [(0, 90)]

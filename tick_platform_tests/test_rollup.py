@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from streaming.kernel.records import Bar, make_bar_id
 from tick_platform.calendar import session_minutes
 from tick_platform.closure import (
-    PartitionState,
     SensorCursor,
+    SensorPartitionState,
     advance_states,
     closed_until,
     offsets_went_back,
@@ -109,15 +109,18 @@ def test_300s_rollup_equals_rollup_of_60s(spec: list[tuple[str, int, float, floa
 
 def test_closure_rule_and_cursor_roundtrip() -> None:
     w = 300_000
-    states = {0: PartitionState(10, T0 + 2 * w + 5, since_ms=1_000), 1: PartitionState(4, T0 + w + 1, since_ms=1_000)}
+    states = {
+        0: SensorPartitionState(10, T0 + 2 * w + 5, since_ms=1_000),
+        1: SensorPartitionState(4, T0 + w + 1, since_ms=1_000),
+    }
     assert closed_until(states, now_ms=1_500, idle_timeout_ms=2_000, horizon_ms=0) == T0 + w + 1
     assert windows_to_request(T0, T0 + w + 1, limit=10) == [T0]
     # partition 1 idle: only the newest data bounds, up to the end of its window
     assert closed_until(states, now_ms=3_001, idle_timeout_ms=2_000, horizon_ms=0) == T0 + 3 * w
     assert closed_until(states, now_ms=1_500, idle_timeout_ms=2_000, horizon_ms=w) == T0 + 1
-    assert closed_until({0: PartitionState(0, None, 0)}, 10**12, 1, 0) is None
+    assert closed_until({0: SensorPartitionState(0, None, 0)}, 10**12, 1, 0) is None
     moved = advance_states(states, {0: (10, T0 + 2 * w + 5), 1: (6, T0 + 2 * w)}, now_ms=9_000)
-    assert moved[0] is states[0] and moved[1] == PartitionState(6, T0 + 2 * w, 9_000)
+    assert moved[0] is states[0] and moved[1] == SensorPartitionState(6, T0 + 2 * w, 9_000)
     cursor = SensorCursor(moved, T0 + w)
     assert SensorCursor.from_json(cursor.to_json()) == cursor
     assert SensorCursor.from_json(None) == SensorCursor()
@@ -154,7 +157,8 @@ def test_validation_reports_offending_rows() -> None:
 
 
 def test_offsets_going_back_mean_the_topic_was_recreated_not_retention() -> None:
-    cursor = {0: PartitionState(120, T0, 1), 1: PartitionState(40, T0, 1), 2: PartitionState(0, None, 1)}
+    state = SensorPartitionState
+    cursor = {0: state(120, T0, 1), 1: state(40, T0, 1), 2: state(0, None, 1)}
     # Partition 0 recreated (0 < 120) and partition 1 refilled below its old end; 2 grew; 3 is new.
     assert offsets_went_back(cursor, {0: (0, None), 1: (39, T0), 2: (5, T0), 3: (7, T0)}) == [0, 1]
     # Growth, no change, and a partition the look did not return are no reset.

@@ -16,7 +16,8 @@ from dagster import DagsterEventType, DagsterInstance
 
 from streaming.kernel.settings import KafkaSettings, load_settings
 from tick_platform.backfill import materialize_facts
-from tick_platform.warehouse_sql import snowflake_setup_script, snowflake_views_script
+from tick_platform.resources import WarehouseResource
+from tick_platform.warehouse_sql import VIEWS, snowflake_setup_script, snowflake_views_script
 from tick_platform_tests.reliability_support import record_score
 from tick_platform_tests.test_platform_support import (
     assert_facts_equal,
@@ -43,11 +44,24 @@ def test_sql_scripts_are_the_rendered_definitions() -> None:
         "CORE.FACT_TICKS_1S",
         "CORE.DIM_SYMBOL",
         "CORE.DIM_CALENDAR",
-        "RAW.TICKS_RAW",
         "NUMBER(18,6)",
         "TIMESTAMP_NTZ",
     ):
         assert needle in setup, needle
+    assert "RAW.TICKS_RAW" not in setup  # nothing writes raw bins to the warehouse
+
+
+def test_the_loader_creates_missing_views_and_leaves_existing_ones(tmp_path: Path) -> None:
+    """ensure_schema runs before every fact and dimension write: it must not re-create the views each time."""
+    views = "SELECT table_schema || '.' || table_name AS NAME FROM information_schema.tables WHERE table_type = 'VIEW'"
+    with WarehouseResource(duckdb_path=str(tmp_path / "warehouse.duckdb")).connect() as conn:
+        conn.ensure_schema()
+        assert set(conn.query(views)["NAME"].to_list()) == set(VIEWS)
+        conn.execute("CREATE OR REPLACE VIEW MART.V_SESSION_VWAP AS SELECT 1 AS MARKER")
+        conn.execute("DROP VIEW MART.V_TOP_MOVERS_15M")
+        conn.ensure_schema()
+        assert set(conn.query(views)["NAME"].to_list()) == set(VIEWS)  # the missing one is back
+        assert conn.query("SELECT * FROM MART.V_SESSION_VWAP").columns == ["MARKER"]  # the existing one left alone
 
 
 DAY = (datetime(2010, 2, 17, 14, 30, tzinfo=UTC), datetime(2010, 2, 17, 20, 45, tzinfo=UTC))

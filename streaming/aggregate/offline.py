@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ from streaming.aggregate.windows import LateBin, PartitionWindows, WindowConfig
 from streaming.kernel.errors import SourceError
 from streaming.kernel.outputs import atomic_files
 from streaming.kernel.records import Bar, Bin, DlqRecord, encode
+from streaming.kernel.wallclock import now_ms
 
 
 @dataclass(frozen=True)
@@ -26,12 +26,7 @@ class OfflineResult:
     out_of_range: int = 0  # bins beyond the contract's bounds, alone or summed into their bar
 
 
-def now_ms() -> int:
-    """Wall clock in epoch milliseconds."""
-    return time.time_ns() // 1_000_000
-
-
-def aggregate_bins(bins: Iterable[Bin], config: WindowConfig) -> tuple[list[Bar], list[DlqRecord]]:
+def bars_of_bins(bins: Iterable[Bin], config: WindowConfig) -> tuple[list[Bar], list[DlqRecord]]:
     """Bars and late-bin DLQ records of one bin sequence (one partition), flushed at the end."""
     windows = PartitionWindows(config)
     dlq: list[DlqRecord] = []

@@ -31,11 +31,12 @@ from confluent_kafka import (
 
 from streaming.aggregate.counters import Counters
 from streaming.aggregate.dead_letters import decode_bin, late_record, poison_record
-from streaming.aggregate.windows import Checkpoint, LateBin, PartitionWindows, WindowConfig
+from streaming.aggregate.windows import AggregatorCheckpoint, LateBin, PartitionWindows, WindowConfig
 from streaming.kernel.errors import StageKafkaError
 from streaming.kernel.records import Bar, DlqRecord, Watermark, decode_watermark, encode
 from streaming.kernel.settings import Settings
 from streaming.kernel.topics import committed_offsets
+from streaming.kernel.wallclock import now_ms
 
 BATCH = 2_000
 IDLE_CHECK_S = 0.05
@@ -69,7 +70,7 @@ def instance_suffix(settings: Settings) -> str:
     return settings.agg.instance_id or f"{socket.gethostname()}-{os.getpid()}"
 
 
-def encode_checkpoint(cp: Checkpoint) -> str:
+def encode_checkpoint(cp: AggregatorCheckpoint) -> str:
     """Offset-commit metadata (under the broker's offset.metadata.max.bytes, 4096 by default)."""
     data: dict[str, Any] = {"rebuild_from": cp.rebuild_from, "watermark": cp.watermark}
     if cp.closes:
@@ -77,27 +78,22 @@ def encode_checkpoint(cp: Checkpoint) -> str:
     return json.dumps(data, separators=(",", ":"))
 
 
-def decode_checkpoint(metadata: str | None, committed: int) -> Checkpoint:
+def decode_checkpoint(metadata: str | None, committed: int) -> AggregatorCheckpoint:
     """The checkpoint in a committed offset's metadata; plain offsets (no metadata) rebuild nothing."""
     if not metadata:
-        return Checkpoint(committed, None)
+        return AggregatorCheckpoint(committed, None)
     try:
         data = json.loads(metadata)
         rebuild_from = int(data["rebuild_from"])
         watermark = data.get("watermark")
         closes = {int(start): int(offset) for start, offset in data.get("closes", [])}
-        return Checkpoint(min(rebuild_from, committed), None if watermark is None else int(watermark), closes)
+        return AggregatorCheckpoint(min(rebuild_from, committed), None if watermark is None else int(watermark), closes)
     except (ValueError, KeyError, TypeError):
-        return Checkpoint(committed, None)
-
-
-def now_ms() -> int:
-    """Wall clock in epoch milliseconds."""
-    return time.time_ns() // 1_000_000
+        return AggregatorCheckpoint(committed, None)
 
 
 @dataclass
-class PartitionState:
+class InputPartitionState:
     """One assigned input partition: its windows and where reading stands."""
 
     windows: PartitionWindows
@@ -133,7 +129,7 @@ class Aggregator:
         self.progress = progress
         self.log = log or (lambda _line: None)
         self.counters = counters if counters is not None else Counters()
-        self.states: dict[int, PartitionState] = {}
+        self.states: dict[int, InputPartitionState] = {}
         self.idle_s = settings.agg.idle_timeout_ms / 1000
         self.align = settings.agg.align_watermarks
         self.grace_ms = settings.agg_grace_ms
@@ -427,7 +423,7 @@ class Aggregator:
                 self._dirty = True
                 self._emit(p, windows, clock)
 
-    def _caught_up(self, partition: int, st: PartitionState) -> bool:
+    def _caught_up(self, partition: int, st: InputPartitionState) -> bool:
         _low, high = self.consumer.get_watermark_offsets(
             TopicPartition(self.kafka.topic_raw, partition), cached=True)
         if high < 0:
@@ -517,12 +513,12 @@ class Aggregator:
             if tp.error is not None:
                 raise KafkaException(tp.error)
             if tp.offset < 0:  # nothing committed yet: from the beginning, nothing to rebuild
-                self.states[tp.partition] = PartitionState(PartitionWindows(self.config), -1, -1)
+                self.states[tp.partition] = InputPartitionState(PartitionWindows(self.config), -1, -1)
                 starts.append(TopicPartition(tp.topic, tp.partition, OFFSET_INVALID))
                 continue
             cp = decode_checkpoint(tp.metadata, tp.offset)
             windows = PartitionWindows(self.config, cp.watermark, cp.closes)
-            self.states[tp.partition] = PartitionState(windows, cp.rebuild_from, tp.offset)
+            self.states[tp.partition] = InputPartitionState(windows, cp.rebuild_from, tp.offset)
             starts.append(TopicPartition(tp.topic, tp.partition, cp.rebuild_from))
         return starts
 

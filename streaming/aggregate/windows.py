@@ -63,7 +63,7 @@ class LateBin:
 
 
 @dataclass(frozen=True)
-class Checkpoint:
+class AggregatorCheckpoint:
     """What a commit stores beside the offset, enough to rebuild the open windows.
 
     `closes` (revise policy only) maps the start of each closed window still kept for
@@ -285,7 +285,7 @@ class PartitionWindows:
 
     # -- checkpoints ----------------------------------------------------------------------
 
-    def checkpoint(self, next_offset: int) -> Checkpoint:
+    def checkpoint(self, next_offset: int) -> AggregatorCheckpoint:
         """The rebuild point for a commit at `next_offset`: the oldest offset any kept window still needs."""
         rebuild_from = next_offset
         for buckets in (self.open, self.closed):
@@ -293,8 +293,8 @@ class PartitionWindows:
                 for acc in bucket.values():
                     if acc.first_offset < rebuild_from:
                         rebuild_from = acc.first_offset
-        return Checkpoint(rebuild_from, None if self.watermark == NO_WATERMARK else self.watermark,
-                          {s: self.closes[s] for s in self.closed if s in self.closes})
+        return AggregatorCheckpoint(rebuild_from, None if self.watermark == NO_WATERMARK else self.watermark,
+                                    {s: self.closes[s] for s in self.closed if s in self.closes})
 
     def drain(self) -> tuple[list[Bar], list[LateBin]]:
         """Take the bars and late bins produced since the last drain (bars in emission order)."""

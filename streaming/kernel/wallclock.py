@@ -1,4 +1,7 @@
-"""The repeated hour of the autumn DST change, decided by file order (pure logic, no I/O).
+"""Wall-clock time: `now_ms`, and the repeated hour of the autumn DST change, decided by file order.
+
+`now_ms` is the one reading of the wall clock in epoch milliseconds that the daemons and the
+dashboard share. The rest of the module is pure logic (no I/O).
 
 On the first Sunday of November, 01:00-01:59 happens twice in America/New_York: first in EDT
 (UTC-4), then in EST (UTC-5). A wall-clock time in that hour alone cannot say which. The rule,
@@ -15,10 +18,16 @@ rule: it does not exist and stays `bad_time`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 DAY_MS = 86_400_000
+
+
+def now_ms() -> int:
+    """Wall clock in epoch milliseconds."""
+    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from streaming.kernel.settings import ReplaySettings
 CHECKPOINT_TOPIC = "ticks.replay.checkpoints"
 
 
-class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
+class ReplayCheckpoint(msgspec.Struct, frozen=True, kw_only=True):
     """Where a replay stands after a committed transaction.
 
     Positions are per stream (index into the engine's `parts`: a source, or one symbol of a
@@ -43,7 +43,7 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
     first_event_ts: int | None = None
 
 
-checkpoint_decoder = msgspec.json.Decoder(Checkpoint)
+checkpoint_decoder = msgspec.json.Decoder(ReplayCheckpoint)
 
 
 def derive_job_id(sources: Sequence[str], replay: ReplaySettings, topic_raw: str, columns: str | None = None) -> str:

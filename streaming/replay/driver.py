@@ -7,7 +7,7 @@ from typing import Protocol
 
 from rich.console import Console
 
-from streaming.replay.checkpoint import Checkpoint
+from streaming.replay.checkpoint import ReplayCheckpoint
 from streaming.replay.engine import ReplayEngine, Step
 from streaming.replay.summary import Progress, ReplaySummary
 
@@ -18,7 +18,7 @@ class Sink(Protocol):
     def write(self, step: Step) -> None:
         """Write one step's bins and DLQ records."""
 
-    def commit(self, checkpoint: Checkpoint) -> None:
+    def commit(self, checkpoint: ReplayCheckpoint) -> None:
         """Make everything written so far durable, together with the checkpoint."""
 
     def close(self) -> None:

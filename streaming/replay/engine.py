@@ -21,7 +21,7 @@ from streaming.kernel.errors import SourceError
 from streaming.kernel.records import DlqRecord, clip_payload
 from streaming.kernel.settings import ReplaySettings
 from streaming.replay.binning import NO_TIME, Binner
-from streaming.replay.checkpoint import Checkpoint
+from streaming.replay.checkpoint import ReplayCheckpoint
 from streaming.replay.pacing import Schedule, live_shift_ms, live_wall0_ms, loop_period_ms
 from streaming.sources.files import DEFAULT_CHUNK_ROWS, plan_parts, source_format, tick_stream
 from streaming.sources.frames import SKIP_REASONS, TickChunk
@@ -61,7 +61,7 @@ class ReplayEngine:
         *,
         columns: str | None = None,
         stop: StopFlag | None = None,
-        resume: Checkpoint | None = None,
+        resume: ReplayCheckpoint | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.sources = list(sources)
@@ -106,7 +106,7 @@ class ReplayEngine:
         self._watermark_s = settings.watermark_interval_ms / 1000
         self._watermark_sent = NO_TIME
 
-    def _restore(self, ckpt: Checkpoint) -> None:
+    def _restore(self, ckpt: ReplayCheckpoint) -> None:
         if len(ckpt.resume_at) != len(self.parts):
             raise SourceError(
                 f"the checkpoint of {self.job_id} counts {len(ckpt.resume_at)} stream(s), the sources now give "
@@ -314,14 +314,14 @@ class ReplayEngine:
 
     # ---- position -------------------------------------------------------------------------------
 
-    def checkpoint(self) -> Checkpoint:
+    def checkpoint(self) -> ReplayCheckpoint:
         """The resume position after everything yielded so far."""
         rebuild_from = list(self.resume_at)
         open_ticks = self.binner.open_ticks
         if open_ticks.height:
             for src, seq in open_ticks.group_by("src").agg(pl.col("seq").min()).iter_rows():
                 rebuild_from[src] = min(rebuild_from[src], seq)
-        return Checkpoint(
+        return ReplayCheckpoint(
             job_id=self.job_id,
             sources=self.sources,
             round=self.round,

@@ -10,7 +10,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from streaming.kernel.errors import BrokerError
 from streaming.kernel.settings import KafkaSettings, ReplaySettings
-from streaming.replay.checkpoint import Checkpoint, checkpoint_decoder
+from streaming.replay.checkpoint import ReplayCheckpoint, checkpoint_decoder
 
 
 def producer_config(kafka: KafkaSettings, replay: ReplaySettings, transactional_id: str | None) -> dict[str, Any]:
@@ -62,7 +62,7 @@ def ensure_checkpoint_topic(kafka: KafkaSettings, topic: str) -> None:
             raise BrokerError(f"creating topic {topic} failed: {exc}") from None
 
 
-def read_checkpoint(kafka: KafkaSettings, topic: str, job_id: str, timeout_s: float = 60.0) -> Checkpoint | None:
+def read_checkpoint(kafka: KafkaSettings, topic: str, job_id: str, timeout_s: float = 60.0) -> ReplayCheckpoint | None:
     """The last committed checkpoint of `job_id` (read_committed), or None."""
     deadline = time.monotonic() + timeout_s
     consumer = Consumer(
@@ -74,7 +74,7 @@ def read_checkpoint(kafka: KafkaSettings, topic: str, job_id: str, timeout_s: fl
         }
     )
     try:
-        latest: Checkpoint | None = None
+        latest: ReplayCheckpoint | None = None
         key = job_id.encode()
         md = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if md is None or md.error is not None:

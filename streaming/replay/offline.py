@@ -11,7 +11,7 @@ from streaming.cli_support import StopFlag
 from streaming.kernel.outputs import AtomicFile
 from streaming.kernel.records import encode
 from streaming.kernel.settings import Settings
-from streaming.replay.checkpoint import Checkpoint, derive_job_id
+from streaming.replay.checkpoint import ReplayCheckpoint, derive_job_id
 from streaming.replay.driver import drive
 from streaming.replay.encoding import bin_json_text
 from streaming.replay.engine import ReplayEngine, Step
@@ -44,7 +44,7 @@ class JsonlSink:
         if step.dlq and self._dlq is not None:
             self._dlq.write(b"".join(encode(record) + b"\n" for record in step.dlq))
 
-    def commit(self, checkpoint: Checkpoint) -> None:
+    def commit(self, checkpoint: ReplayCheckpoint) -> None:
         """Flush both files and note whether the input is finished (the checkpoint itself is not kept)."""
         self._out.flush()
         if self._dlq is not None:

@@ -18,7 +18,7 @@ from streaming.cli_support import StopFlag
 from streaming.kernel.errors import BrokerError, StageKafkaError
 from streaming.kernel.records import WATERMARK_KEY, Watermark, encode
 from streaming.kernel.settings import KafkaSettings, Settings
-from streaming.replay.checkpoint import CHECKPOINT_TOPIC, Checkpoint, derive_job_id
+from streaming.replay.checkpoint import CHECKPOINT_TOPIC, ReplayCheckpoint, derive_job_id
 from streaming.replay.driver import drive
 from streaming.replay.encoding import bin_json_lines
 from streaming.replay.engine import ReplayEngine, Step
@@ -105,7 +105,7 @@ class KafkaSink:
         for partition in self._partitions:
             self.producer.produce(topic, value, WATERMARK_KEY, partition=partition, on_delivery=callback)
 
-    def commit(self, checkpoint: Checkpoint) -> None:
+    def commit(self, checkpoint: ReplayCheckpoint) -> None:
         """Transactional: the checkpoint joins the open transaction, which is committed. Else: flush."""
         if not self.transactional:
             self.producer.flush(60)
@@ -183,7 +183,7 @@ def run_replay(
 def _run_once(settings: Settings, sources: list[str], stop: StopFlag | None, job: str, columns: str | None,
               console: Console | None, checkpoint_topic: str, restarts: int, new_run: bool) -> ReplaySummary:
     replay, kafka = settings.replay, settings.kafka
-    resume: Checkpoint | None = None
+    resume: ReplayCheckpoint | None = None
     if replay.exactly_once:
         ensure_checkpoint_topic(kafka, checkpoint_topic)
         producer = Producer(producer_config(kafka, replay, f"{replay.transactional_id}-{job}"))

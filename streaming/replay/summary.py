@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import numpy as np
 from rich.console import Console
 
-from streaming.replay.checkpoint import Checkpoint
+from streaming.replay.checkpoint import ReplayCheckpoint
 from streaming.replay.engine import ReplayEngine, Step
 
 LAG_SAMPLES = 200_000
@@ -39,7 +39,7 @@ class ReplaySummary:
     completed_ts_ms: int | None = None
 
     @classmethod
-    def of_complete_job(cls, checkpoint: Checkpoint) -> ReplaySummary:
+    def of_complete_job(cls, checkpoint: ReplayCheckpoint) -> ReplaySummary:
         """The summary of a rerun refused because `checkpoint` says the job is complete."""
         return cls(
             job_id=checkpoint.job_id, ticks=checkpoint.ticks, bins=checkpoint.bins, dlq=checkpoint.dlq,

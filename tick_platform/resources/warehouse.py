@@ -109,10 +109,10 @@ class WarehouseConnection:
         self.execute("COMMIT")
 
     def ensure_schema(self) -> None:
-        """Create the schemas, tables and views if missing (idempotent)."""
+        """Create the schemas, tables and views if missing (idempotent; existing views are not re-created)."""
         for stmt in schema_statements(self.dialect):
             self.execute(stmt)
-        for stmt in view_statements(self.dialect):
+        for stmt in view_statements(self.dialect, if_missing=True):
             self.execute(stmt)
 
 
