@@ -96,10 +96,10 @@ validate: $(STAMP) ## Recompute bars independently and compare (ARGS=--bins ... 
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check streaming tick_platform tick_platform_tests dashboard tick_tools
 
-typecheck: $(STAMP) ## mypy
+typecheck: $(STAMP) ## mypy --strict (pyproject's [tool.mypy])
 	$(BIN)/mypy streaming tick_platform dashboard tick_tools
 
-test: $(STAMP) browser ## Install everything and run the whole suite against a real broker, with coverage
+test: $(STAMP) browser lint typecheck ## Install everything, lint and type-check (mypy --strict), run the whole suite against a real broker, with coverage
 	$(PYTHON) -c "from tick_tools.broker.runner import fetch_jars; from streaming.kernel.settings import PROJECT_ROOT; fetch_jars(PROJECT_ROOT / '.cache' / 'kafka')"
 	rm -rf tick_platform_tests/_output/coverage
 	$(PYTHON) -m pytest -q -ra -m "not slow or ci" --cov --cov-report= $(ARGS); status=$$?; \

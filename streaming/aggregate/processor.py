@@ -424,8 +424,9 @@ class Aggregator:
                 self._emit(p, windows, clock)
 
     def _caught_up(self, partition: int, st: InputPartitionState) -> bool:
-        _low, high = self.consumer.get_watermark_offsets(
+        _low, end = self.consumer.get_watermark_offsets(
             TopicPartition(self.kafka.topic_raw, partition), cached=True)
+        high = int(end)
         if high < 0:
             return False  # no fetch answered yet: unknown is not quiet
         return st.next_offset >= high or self._position(partition) >= high

@@ -2,6 +2,7 @@
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 from dagster import AssetExecutionContext, AutomationCondition, Config, MaterializeResult, MetadataValue, asset
@@ -68,7 +69,7 @@ REFRESH_AFTER_FACTS = AutomationCondition.eager().without(~AutomationCondition.a
        automation_condition=REFRESH_AFTER_FACTS, retry_policy=WAREHOUSE_RETRY)
 def dim_symbol(
     context: AssetExecutionContext, config: SymbolReferenceConfig, warehouse: WarehouseResource
-) -> MaterializeResult:
+) -> MaterializeResult[Any]:
     """CORE.DIM_SYMBOL: every symbol seen in the facts, plus the reference CSV where given."""
     path = Path(config.reference_csv)
     reference = pl.read_csv(path, infer_schema=False) if path.is_file() else None
@@ -97,7 +98,7 @@ def dim_symbol(
 
 @asset(deps=[FACT_60S_KEY], group_name="dimensions", pool=WAREHOUSE_POOL, kinds={"sql"},
        automation_condition=REFRESH_AFTER_FACTS, retry_policy=WAREHOUSE_RETRY)
-def dim_calendar(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
+def dim_calendar(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult[Any]:
     """CORE.DIM_CALENDAR: NYSE regular-session minutes of the current year and every year in the facts."""
     with warehouse.connect() as conn:
         conn.ensure_schema()

@@ -5,6 +5,7 @@ the code location is built with (code_location.build_definitions), never from an
 """
 
 from collections.abc import Iterator
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from dagster import (
@@ -61,7 +62,7 @@ def commit_progress(kafka: KafkaSettings, group: str, ranges: list[OffsetRange])
 
 def fact_ticks_window(
     context: AssetExecutionContext, kafka: KafkaResource, warehouse: WarehouseResource
-) -> Iterator[MaterializeResult]:
+) -> Iterator[MaterializeResult[Any]]:
     """Read the window's bars by offsets, roll them up, replace the window's rows in one transaction."""
     window = context.partition_time_window  # the whole range in a single-run backfill
     start_ms, end_ms = to_ms(window.start), to_ms(window.end)

@@ -47,7 +47,7 @@ def http_ok(url: str, timeout: float = 1.0) -> bool:
     """Whether `url` answers with a 2xx status."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return 200 <= resp.status < 300
+            return 200 <= int(resp.status) < 300
     except Exception:
         return False
 
