@@ -70,6 +70,9 @@ def _evaluate(context: SensorEvaluationContext, kafka: KafkaResource, full: Sett
             f"partition(s) {went_back}): requesting its windows again from its first bar"
         )
         previous, next_window = {}, None
+        # Look again without the old topic's heads: a partition that came back to the same end
+        # offset would otherwise keep the old topic's newest bar time.
+        heads = {h.partition: (h.high, h.last_start_ms) for h in partition_heads(settings)}
     states = advance_states(previous, heads, now_ms)
     if next_window is None:
         first = first_revision0_start(settings)
