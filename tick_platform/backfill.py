@@ -14,6 +14,7 @@ from dagster import DagsterInstance, materialize
 
 from streaming.kernel.errors import TickPlatformError
 from streaming.kernel.settings import KafkaSettings, Settings, load_settings
+from streaming.kernel.warehouse.schema import FACT_SPECS
 from tick_platform.assets.dimensions import dim_calendar, dim_symbol
 from tick_platform.assets.facts import build_fact_ticks
 from tick_platform.checks import FACT_CHECKS
@@ -27,8 +28,7 @@ from tick_platform.partitions import (
     range_tags,
     to_ms,
 )
-from tick_platform.resources import KafkaResource, WarehouseResource
-from tick_platform.warehouse_sql import FACT_60S, FACT_300S
+from tick_platform.resources import KafkaResource, WarehouseResource, warehouse_resource
 
 
 class BackfillError(TickPlatformError):
@@ -74,12 +74,12 @@ def partition_range(
     first_ms, end_ms = partitions_bounds_ms(partitions_start, partitions_end)
     if t0 < first_ms:
         raise BackfillError(
-            f"{naive_utc(t0):%Y-%m-%d %H:%M} is before SNOWFLAKE_PARTITIONS_START={partitions_start}; "
+            f"{naive_utc(t0):%Y-%m-%d %H:%M} is before WAREHOUSE_PARTITIONS_START={partitions_start}; "
             "set it to the replayed day or earlier"
         )
     if end_ms is not None and t1 > end_ms:
         raise BackfillError(
-            f"{naive_utc(t1):%Y-%m-%d %H:%M} is past SNOWFLAKE_PARTITIONS_END={partitions_end}; "
+            f"{naive_utc(t1):%Y-%m-%d %H:%M} is past WAREHOUSE_PARTITIONS_END={partitions_end}; "
             "set it after the replayed day (or leave it empty)"
         )
     return partition_key(t0), partition_key(t1 - WINDOW_MS), (t1 - t0) // WINDOW_MS
@@ -97,7 +97,7 @@ def _instance() -> DagsterInstance:
 def _count_rows(warehouse: WarehouseResource, start_ms: int, end_ms: int) -> dict[str, int]:
     counts: dict[str, int] = {}
     with warehouse.connect() as conn:
-        for table in (FACT_60S, FACT_300S):
+        for table in (spec.table for spec in FACT_SPECS):
             frame = conn.query(
                 f"SELECT COUNT(*) AS N FROM {table.qualified} WHERE START_TS >= {{p}} AND START_TS < {{p}}",
                 [naive_utc(start_ms), naive_utc(end_ms)],
@@ -127,17 +127,17 @@ def materialize_facts(
     Raises BackfillError for a range outside the partitions.
     """
     chosen = settings or load_settings(env_file)
-    first, last, count = partition_range(start, end, chosen.loader.partitions_start, chosen.loader.partitions_end)
+    first, last, count = partition_range(start, end, chosen.warehouse.partitions_start, chosen.warehouse.partitions_end)
     t0 = to_ms(datetime.strptime(first, "%Y-%m-%d-%H:%M").replace(tzinfo=UTC))
     t1 = t0 + count * WINDOW_MS
     resources = {
         # The same env file as the warehouse: SASL/SSL of a secured broker come from it.
         "kafka": KafkaResource.from_settings(kafka or chosen.kafka, env_file=env_file),
-        "warehouse": WarehouseResource.from_settings(chosen, env_file),
+        "warehouse": warehouse_resource(chosen, env_file),
     }
     dagster_instance = instance or _instance()
     result = materialize(
-        [build_fact_ticks(configured_partitions(chosen.loader)), *FACT_CHECKS],
+        [build_fact_ticks(configured_partitions(chosen.warehouse)), *FACT_CHECKS],
         resources=resources,
         instance=dagster_instance,
         tags=range_tags(first, last),

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from dagster import TimeWindowPartitionsDefinition
 
-from streaming.kernel.settings import LoaderSettings
+from streaming.kernel.settings import WarehouseSettings
 
 WINDOW_S = 300
 WINDOW_MS = WINDOW_S * 1000
@@ -31,8 +31,8 @@ def fact_partitions(start: str, end: str | None = None) -> TimeWindowPartitionsD
     )
 
 
-def configured_partitions(loader: LoaderSettings) -> TimeWindowPartitionsDefinition:
-    """The partitions SNOWFLAKE_PARTITIONS_START .. SNOWFLAKE_PARTITIONS_END of `loader` (settings.loader)."""
+def configured_partitions(loader: WarehouseSettings) -> TimeWindowPartitionsDefinition:
+    """The partitions WAREHOUSE_PARTITIONS_START .. WAREHOUSE_PARTITIONS_END of `loader` (settings.warehouse)."""
     return fact_partitions(loader.partitions_start, loader.partitions_end)
 
 

@@ -78,12 +78,12 @@ def _evaluate(context: SensorEvaluationContext, kafka: KafkaResource, full: Sett
         first = first_revision0_start(settings)
         if first is not None:
             next_window = floor_window(first)
-    first_ms, end_ms = partitions_bounds_ms(full.loader.partitions_start, full.loader.partitions_end)
+    first_ms, end_ms = partitions_bounds_ms(full.warehouse.partitions_start, full.warehouse.partitions_end)
     if next_window is not None:
         next_window = max(next_window, first_ms)
     closed_end = closed_until(states, now_ms, kafka.idle_ms(), kafka.horizon_ms())
     if closed_end is not None and end_ms is not None:
-        closed_end = min(closed_end, end_ms)  # bars past SNOWFLAKE_PARTITIONS_END have no partition
+        closed_end = min(closed_end, end_ms)  # bars past WAREHOUSE_PARTITIONS_END have no partition
     starts = windows_to_request(next_window, closed_end, MAX_REQUESTS_PER_TICK) if next_window is not None else []
     requests = _run_requests(starts)
     if starts:

@@ -17,9 +17,9 @@ from streaming.kernel.records import Bar
 from streaming.kernel.settings import KafkaSettings, Settings
 from tick_platform.backfill import BackfillReport, materialize_facts
 from tick_platform.bar_reader import first_offset_at, open_consumer, watermarks
-from tick_platform.checks import FACT_CHECKS
+from tick_platform.checks import FACT_CHECK_NAMES, FACT_CHECKS
 from tick_platform.partitions import range_tags
-from tick_platform.resources import KafkaResource, WarehouseResource
+from tick_platform.resources import KafkaResource, warehouse_resource
 from tick_platform.warehouse_sql import VIEWS
 from tick_platform_tests.test_platform_support import (
     assert_facts_equal,
@@ -40,7 +40,7 @@ DAY_END = datetime(2010, 2, 17, 20, 45, tzinfo=UTC)  # 15:45 ET
 
 
 def _settings(db: Path) -> Settings:
-    return sample_settings(loader={"target": "duckdb", "duckdb_path": str(db)})
+    return sample_settings(warehouse={"target": "duckdb", "duckdb_path": str(db)})
 
 
 def _table(db: Path, name: str) -> pl.DataFrame:
@@ -49,7 +49,7 @@ def _table(db: Path, name: str) -> pl.DataFrame:
 
 
 def _resources(kafka: KafkaSettings, settings: Settings) -> dict[str, object]:
-    return {"kafka": KafkaResource.from_settings(kafka), "warehouse": WarehouseResource.from_settings(settings)}
+    return {"kafka": KafkaResource.from_settings(kafka), "warehouse": warehouse_resource(settings)}
 
 
 def _checks_only(kafka: KafkaSettings, settings: Settings, instance: DagsterInstance) -> dict[str, tuple[bool, dict]]:
@@ -87,7 +87,7 @@ def test_day_backfill_matches_independent_ohlcv(
     loaded: tuple[Settings, DagsterInstance, BackfillReport], sample_ticks: pl.DataFrame
 ) -> None:
     settings, _, report = loaded
-    db = settings.loader.duckdb_path
+    db = settings.warehouse.duckdb_path
     assert report.success
     assert (report.first_partition, report.last_partition, report.partitions) == (
         "2010-02-17-14:30",
@@ -95,7 +95,7 @@ def test_day_backfill_matches_independent_ohlcv(
         75,
     )
     assert report.rows == {"FACT_TICKS_60S": 374, "FACT_TICKS_300S": 75}
-    assert len(report.checks) == len(FACT_CHECKS)
+    assert len(report.checks) == len(FACT_CHECK_NAMES) == 9
     assert report.checks_passed, [c for c in report.checks if not c.passed]
     assert report.metadata["bars_1s"] == 5049
     rows_60 = _table(db, "FACT_TICKS_60S")
@@ -137,7 +137,7 @@ def test_a_window_retention_deleted_keeps_its_rows(
     kafka: KafkaSettings, loaded: tuple[Settings, DagsterInstance, BackfillReport]
 ) -> None:
     settings, _, _ = loaded
-    db = settings.loader.duckdb_path
+    db = settings.warehouse.duckdb_path
     before_60, before_300 = _table(db, "FACT_TICKS_60S"), _table(db, "FACT_TICKS_300S")
     wdc = partition_of("WDC", kafka.partitions)
     cut_ms = int((DAY_START + timedelta(hours=1)).timestamp() * 1000)  # 10:30 ET
@@ -176,7 +176,7 @@ def test_rematerialize_is_identical_and_revisions_win(
         DAY_START, DAY_START + timedelta(minutes=30), settings, kafka=kafka, instance=instance, with_dimensions=False
     )
     assert first.success and first.rows == {"FACT_TICKS_60S": 30, "FACT_TICKS_300S": 6}
-    before = _snapshot(settings.loader.duckdb_path)
+    before = _snapshot(settings.warehouse.duckdb_path)
     again = materialize(
         [sample_fact_ticks(), *FACT_CHECKS],
         partition_key="2010-02-17-14:40",
@@ -184,7 +184,7 @@ def test_rematerialize_is_identical_and_revisions_win(
         instance=instance,
     )
     assert again.success
-    assert _snapshot(settings.loader.duckdb_path) == before  # byte-identical, LOAD_TS included
+    assert _snapshot(settings.warehouse.duckdb_path) == before  # byte-identical, LOAD_TS included
 
     # A corrected bar (same bar_id, revision 1) arrives later in the topic; with the revise policy it wins.
     target = next(b for b in bars if b.start_ts_ms >= 1266417600000)  # first bar at/after 14:40 UTC
@@ -201,8 +201,8 @@ def test_rematerialize_is_identical_and_revisions_win(
     assert third.success
     assert all(e.passed for e in third.get_asset_check_evaluations() if e.check_name != "fact_300s_freshness")
     rows_60, rows_300 = (
-        _table(settings.loader.duckdb_path, "FACT_TICKS_60S"),
-        _table(settings.loader.duckdb_path, "FACT_TICKS_300S"),
+        _table(settings.warehouse.duckdb_path, "FACT_TICKS_60S"),
+        _table(settings.warehouse.duckdb_path, "FACT_TICKS_300S"),
     )
     minute = rows_60.filter(pl.col("BAR_ID") == f"WDC-{target.start_ts_ms // 60000 * 60000:013d}-60")
     assert float(minute["HIGH"][0]) == 99.5
@@ -218,7 +218,7 @@ def test_planted_faults_fail_their_checks(kafka: KafkaSettings, sample_ticks: pl
         DAY_START, DAY_START + timedelta(minutes=30), settings, kafka=kafka, instance=instance, with_dimensions=False
     )
     assert report.success
-    db = settings.loader.duckdb_path
+    db = settings.warehouse.duckdb_path
     changed = "WDC-1266417120000-60"  # 14:32 UTC
     removed = "WDC-1266418200000-60"  # 14:50 UTC
     with duckdb.connect(str(db)) as conn:

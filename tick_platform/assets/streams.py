@@ -81,7 +81,7 @@ def kafka_topics(kafka: KafkaResource) -> Iterator[ObserveResult]:
         with warehouse_access(settings.kafka, "kafka_topics observation"):
             for spec, topic, group in (
                 (TICKS_RAW, settings.kafka.topic_raw, settings.agg.group_id),
-                (TICKS_AGG_1S, settings.kafka.topic_agg, settings.loader.consumer_group),
+                (TICKS_AGG_1S, settings.kafka.topic_agg, settings.warehouse.consumer_group),
             ):
                 observed.append((spec, *observe_topic(settings.kafka, topic, group)))
     except KafkaAccessError as exc:  # one line, and the run is not retried: the same principal, the same answer

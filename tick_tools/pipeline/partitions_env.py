@@ -2,7 +2,8 @@
 
 Dagster's UI and any step that enumerates partitions slow down with their count (288 per
 day), so a historical replay gets a partition set bounded to the days it covers, and a live
-run one that starts today. A user's explicit SNOWFLAKE_PARTITIONS_START always wins.
+run one that starts today. A user's explicit WAREHOUSE_PARTITIONS_START (or its deprecated name
+SNOWFLAKE_PARTITIONS_START) always wins.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from datetime import UTC, date, datetime, timedelta
 
 from streaming.kernel.settings import is_configured
 
-START = "SNOWFLAKE_PARTITIONS_START"
-END = "SNOWFLAKE_PARTITIONS_END"
+START = "WAREHOUSE_PARTITIONS_START"
+END = "WAREHOUSE_PARTITIONS_END"
+# The deprecated name a user's .env may still use (streaming/kernel/settings.py reads both).
+DEPRECATED_START = "SNOWFLAKE_PARTITIONS_START"
 
 
 def data_days(files: Sequence[str], symbol: str | None = None) -> tuple[date, date] | None:
@@ -38,8 +41,8 @@ def _day(ts_ms: int) -> date:
 def partitions_env(
     files: Sequence[str], *, realtime: bool, symbol: str | None = None, env_file: str | None = None
 ) -> dict[str, str]:
-    """SNOWFLAKE_PARTITIONS_START/END for the run's children; empty when the user chose them."""
-    if is_configured(START, env_file):
+    """WAREHOUSE_PARTITIONS_START/END for the run's children; empty when the user chose them."""
+    if is_configured(START, env_file) or is_configured(DEPRECATED_START, env_file):
         return {}
     if realtime:  # live timestamps: the data is shifted to now
         return {START: datetime.now(tz=UTC).date().isoformat()}
