@@ -63,6 +63,7 @@ def test_the_settings_name_one_target_for_writers_and_readers(tmp_path: Path, mo
     assert isinstance(snow, SnowflakeAccount) and snow.dialect is SNOWFLAKE
     assert snow.login.connector_kwargs()["password"] == "pw" and "private_key_file" not in snow.login.connector_kwargs()
     assert isinstance(warehouse_resource(settings), SnowflakeWarehouse)
+    assert "pw" not in repr(snow.login) and "pw" not in snow.describe()
     monkeypatch.delenv("SNOW_PASSWORD")
     with pytest.raises(WarehouseError, match="SNOW_PASSWORD or SNOW_PRIVATE_KEY_PATH"):
         open_warehouse(load_settings())

@@ -12,7 +12,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -85,7 +85,7 @@ class DuckDBFile(Warehouse):
 
 @dataclass(frozen=True)
 class SnowflakeLogin:
-    """Where and as whom to connect to Snowflake, checked once (secrets stay strings in memory only)."""
+    """Where and as whom to connect to Snowflake, checked once (the secrets never in its repr)."""
 
     account: str
     user: str
@@ -93,9 +93,10 @@ class SnowflakeLogin:
     warehouse: str
     database: str
     schema: str
-    password: str | None = None
+    # Kept out of repr, so a logged or raised login never shows a secret.
+    password: str | None = field(default=None, repr=False)
     private_key_path: str | None = None
-    private_key_passphrase: str | None = None
+    private_key_passphrase: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_settings(cls, snow: SnowSettings) -> SnowflakeLogin:
