@@ -21,11 +21,12 @@ from dagster import (
 
 from tick_platform.assets.facts import FACT_60S_KEY, FACT_300S_KEY, WAREHOUSE_POOL
 from tick_platform.bar_reader import OffsetRange, partition_heads, read_ranges
+from tick_platform.calendar import SessionHours, TradingCalendar, calendar_covering, outside_session, session_bars
 from tick_platform.closure import SensorPartitionState, closed_until
 from tick_platform.fact_store import naive_utc, normalize, read_rows
-from tick_platform.partitions import floor_window
+from tick_platform.partitions import configured_calendar, floor_window
 from tick_platform.resources import KafkaResource, WarehouseResource
-from tick_platform.rollup import bars_frame, rollup_bars, rollup_facts
+from tick_platform.rollup import bars_frame, latest_revisions, rollup_bars, rollup_facts
 from tick_platform.validation import compare_rows, missing_bar_counts, ohlc_violations
 from tick_platform.warehouse_sql import FACT_60S, FACT_300S, Table
 
@@ -43,6 +44,12 @@ class LastWindow:
     start_ms: int
     end_ms: int
     ranges: list[OffsetRange]
+    session_hours: SessionHours = "regular"
+    exchange: str = "XNYS"
+
+    def calendar(self) -> TradingCalendar:
+        """The sessions the materialization rolled up (bars outside them are not in the facts)."""
+        return calendar_covering(self.start_ms, self.end_ms, self.session_hours, self.exchange)
 
 
 def last_window(context: AssetCheckExecutionContext, key: AssetKey) -> LastWindow:
@@ -54,7 +61,14 @@ def last_window(context: AssetCheckExecutionContext, key: AssetKey) -> LastWindo
     offsets = meta["offsets"].value
     raw = offsets if isinstance(offsets, dict) else json.loads(str(offsets))
     ranges = [OffsetRange(int(p), int(se[0]), int(se[1])) for p, se in sorted(raw.items(), key=lambda kv: int(kv[0]))]
-    return LastWindow(int(str(meta["window_start_ms"].value)), int(str(meta["window_end_ms"].value)), ranges)
+    hours = str(meta["session_hours"].value) if "session_hours" in meta else "regular"
+    return LastWindow(
+        int(str(meta["window_start_ms"].value)),
+        int(str(meta["window_end_ms"].value)),
+        ranges,
+        "extended" if hours == "extended" else "regular",
+        str(meta["exchange"].value) if "exchange" in meta else "XNYS",
+    )
 
 
 def _result(check: str, problems: list[dict[str, Any]], window: LastWindow | None, **extra: Any) -> AssetCheckResult:
@@ -76,7 +90,7 @@ def _result(check: str, problems: list[dict[str, Any]], window: LastWindow | Non
 
 def _expected(kafka: KafkaResource, window: LastWindow, window_s: int) -> tuple[pl.DataFrame, int]:
     read = read_ranges(kafka.kafka(), window.ranges, window.start_ms, window.end_ms)
-    return rollup_bars(bars_frame(read.bars), window_s), len(read.bars)
+    return rollup_bars(session_bars(bars_frame(read.bars), window.calendar()), window_s), len(read.bars)
 
 
 def _rows_match_bars(
@@ -223,7 +237,7 @@ def fact_300s_freshness(kafka: KafkaResource, warehouse: WarehouseResource) -> A
     now = 0  # no partition counts as idle here: the check has no memory of earlier looks
     states = {h.partition: SensorPartitionState(h.high, h.last_start_ms, now) for h in heads}
     bound = closed_until(states, now, idle_timeout_ms=1 << 62, horizon_ms=kafka.horizon_ms())
-    closed_end = floor_window(bound) if bound is not None else None
+    closed_end = _last_session_end(kafka, bound) if bound is not None else None
     with warehouse.connect() as conn:
         latest = normalize(
             conn.query(f"SELECT MAX(END_TS) AS END_TS, MAX(LOAD_TS) AS LOAD_TS FROM {FACT_300S.qualified}")
@@ -251,6 +265,68 @@ def fact_300s_freshness(kafka: KafkaResource, warehouse: WarehouseResource) -> A
     )
 
 
+def _last_session_end(kafka: KafkaResource, bound_ms: int) -> int | None:
+    """The end of the newest session window that ends by `bound_ms` (a weekend is not missing data)."""
+    calendar = configured_calendar(kafka.settings().loader)
+    end = floor_window(bound_ms)
+    session = calendar.session_at(end - 1)
+    if session is not None:
+        return end
+    # In a gap: the facts are fresh once the previous session's last window is loaded.
+    before = [s.close_ms for s in calendar.sessions if s.close_ms <= end]
+    return before[-1] if before else None
+
+
+@asset_check(
+    asset=FACT_60S_KEY,
+    pool=WAREHOUSE_POOL,
+    description="Every bar of the window's read lies inside the configured trading sessions.",
+)
+def fact_60s_bars_in_session(context: AssetCheckExecutionContext, kafka: KafkaResource) -> AssetCheckResult:
+    """Counts the bars of the last run's offsets outside the sessions, with their time range.
+
+    Such bars (after-hours trades under regular hours, a bar stamped on a holiday) are not rolled
+    up: the facts hold session windows only. A WARN: the data is what it is; set
+    SNOWFLAKE_SESSION_HOURS=extended to keep pre-market and after-hours bars.
+    """
+    window = last_window(context, FACT_60S_KEY)
+    read = read_ranges(kafka.kafka(), window.ranges, window.start_ms, window.end_ms)
+    outside = latest_revisions(outside_session(bars_frame(read.bars), window.calendar()))
+    problems: list[dict[str, Any]] = []
+    if outside.height:
+        per_symbol = (
+            outside.group_by("symbol")
+            .agg(
+                pl.len().alias("bars"),
+                pl.col("start_ts_ms").min().alias("first"),
+                pl.col("start_ts_ms").max().alias("last"),
+            )
+            .sort("symbol")
+        )
+        problems = [
+            {
+                "symbol": r["symbol"],
+                "bars": r["bars"],
+                "first_utc": naive_utc(r["first"]).isoformat(),
+                "last_utc": naive_utc(r["last"]).isoformat(),
+            }
+            for r in per_symbol.iter_rows(named=True)
+        ]
+    result = _result(
+        f"bars outside the {window.session_hours} sessions of {window.exchange}",
+        problems,
+        window,
+        bars_outside_session=MetadataValue.int(outside.height),
+        bars_reread=MetadataValue.int(len(read.bars)),
+    )
+    return AssetCheckResult(
+        passed=result.passed,
+        severity=AssetCheckSeverity.WARN,
+        metadata=result.metadata,
+        description=None if result.passed else f"{outside.height} bar(s) outside the sessions: not in the facts",
+    )
+
+
 FACT_CHECKS = [
     fact_60s_matches_bars,
     fact_300s_matches_bars,
@@ -261,4 +337,5 @@ FACT_CHECKS = [
     fact_300s_unique_bar_id,
     fact_60s_no_missing_bars,
     fact_300s_freshness,
+    fact_60s_bars_in_session,
 ]

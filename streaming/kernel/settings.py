@@ -239,9 +239,16 @@ class LoaderSettings(BaseSettings):
 
     target: Literal["auto", "duckdb", "snowflake"] = "auto"
     duckdb_path: Path = PROJECT_ROOT / "data" / "warehouse.duckdb"
-    # A bounded set of 5-minute partitions keeps Dagster's UI and checks fast: 288 per day.
-    partitions_start: str = Field("2024-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$")
+    # Partitions are the 5-minute windows of the exchange's sessions (78 per NYSE regular day).
+    # The default starts at a recent date, so an unset range is under a year of partitions;
+    # `make demo` and `make pipeline` start it where the replayed data starts.
+    partitions_start: str = Field("2026-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$")
     partitions_end: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}$")  # exclusive; None = open
+    # Which hours hold fact partitions: the exchange's regular session, or extended hours
+    # (04:00-20:00 New York for NYSE), or `always` (every UTC day around the clock: 24/7 markets,
+    # replays shifted to now). Bars outside them are counted by the facts' checks.
+    session_hours: Literal["regular", "extended", "always"] = "regular"
+    exchange: str = Field("XNYS", pattern=r"^[A-Z0-9]{2,8}$")  # an exchange_calendars code
     consumer_group: str = "tick-platform-facts"
     freshness_sla_s: int = Field(30, ge=1)
 
