@@ -128,6 +128,10 @@ def test_five_second_bars_run_beside_one_second_bars_on_the_sample(sample_path: 
     assert sum(b.trade_count for b in fives) == sum(b.trade_count for b in ones)
     assert (results["one"].bars_out, results["five"].bars_out) == (len(ones), len(fives))
     assert (results["five"].late, results["five"].poison) == (0, 0)
+    # The open-window gauges: nothing left open; one symbol, so at most the window being filled and
+    # the one the grace still keeps open.
+    assert [(c.open_windows, 1 <= c.open_windows_peak <= 2) for c in (results["one"], results["five"])] == [
+        (0, True), (0, True)]
     assert [r for r in read_dlq(kafka) if r.stage == "aggregate"] == []
 
 

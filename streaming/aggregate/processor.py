@@ -280,8 +280,11 @@ class Aggregator:
             counters.bins_in += 1
             windows = st.windows
             windows.add(decoded, offset, clock)
+            if windows.open_count > counters.open_windows_peak:
+                counters.open_windows_peak = windows.open_count
             if windows.bars or windows.late:
                 self._emit(p, windows, clock)
+        counters.open_windows = sum(st.windows.open_count for st in states.values())
 
     def _on_watermark(self, partition: int, windows: BarWindows, watermark: Watermark, offset: int,
                       clock: int) -> None:
