@@ -7,9 +7,10 @@ from pathlib import Path
 from confluent_kafka import TopicPartition
 from typer.testing import CliRunner
 
+from streaming.aggregate.checkpoints import decode_checkpoint, encode_checkpoint
 from streaming.aggregate.counters import Counters
 from streaming.aggregate.dead_letters import decode_bin
-from streaming.aggregate.processor import Aggregator, decode_checkpoint, encode_checkpoint
+from streaming.aggregate.processor import Aggregator
 from streaming.aggregate.windows import AggregatorCheckpoint
 from streaming.cli import app
 from streaming.kernel.records import Bin, bar_decoder, dlq_decoder, encode

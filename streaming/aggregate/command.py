@@ -84,7 +84,7 @@ def aggregate(
              "idle_timeout_ms": idle_timeout_ms, "late_policy": late_policy, "exactly_once": exactly_once,
              "instance_id": instance_id},
     )
-    from streaming.aggregate.processor import window_config
+    from streaming.aggregate.checkpoints import window_config
 
     if (src is None) != (dst is None):
         fail("offline mode needs both --from and --to")

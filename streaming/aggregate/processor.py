@@ -10,7 +10,6 @@ rebalance) rebuilds the open windows silently and emits no committed bar again.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import time
@@ -29,10 +28,11 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from streaming.aggregate.checkpoints import decode_checkpoint, encode_checkpoint, window_config
 from streaming.aggregate.counters import Counters
 from streaming.aggregate.dead_letters import decode_bin, late_record, poison_record
 from streaming.aggregate.kinds import BarWindows, windows_for
-from streaming.aggregate.windows import AggregatorCheckpoint, LateBin, WindowConfig
+from streaming.aggregate.windows import LateBin
 from streaming.kernel.errors import StageKafkaError
 from streaming.kernel.records import Bar, DlqRecord, Watermark, decode_watermark, encode
 from streaming.kernel.settings import Settings
@@ -59,38 +59,9 @@ def _retrying(call: Callable[[], None], attempts: int = 5) -> None:
             time.sleep(0.2)
 
 
-def window_config(settings: Settings) -> WindowConfig:
-    """The window settings of AGG_* (grace defaults to REPLAY_MAX_LATE_MS)."""
-    agg = settings.agg
-    return WindowConfig(agg.window_ms, settings.agg_grace_ms, agg.late_policy, agg.revise_horizon_ms,
-                        agg.max_open_windows)
-
-
 def instance_suffix(settings: Settings) -> str:
     """AGG_INSTANCE_ID, or host-pid (then a crashed process's open transaction waits for its timeout)."""
     return settings.agg.instance_id or f"{socket.gethostname()}-{os.getpid()}"
-
-
-def encode_checkpoint(cp: AggregatorCheckpoint) -> str:
-    """Offset-commit metadata (under the broker's offset.metadata.max.bytes, 4096 by default)."""
-    data: dict[str, Any] = {"rebuild_from": cp.rebuild_from, "watermark": cp.watermark}
-    if cp.closes:
-        data["closes"] = sorted(cp.closes.items())
-    return json.dumps(data, separators=(",", ":"))
-
-
-def decode_checkpoint(metadata: str | None, committed: int) -> AggregatorCheckpoint:
-    """The checkpoint in a committed offset's metadata; plain offsets (no metadata) rebuild nothing."""
-    if not metadata:
-        return AggregatorCheckpoint(committed, None)
-    try:
-        data = json.loads(metadata)
-        rebuild_from = int(data["rebuild_from"])
-        watermark = data.get("watermark")
-        closes = {int(start): int(offset) for start, offset in data.get("closes", [])}
-        return AggregatorCheckpoint(min(rebuild_from, committed), None if watermark is None else int(watermark), closes)
-    except (ValueError, KeyError, TypeError):
-        return AggregatorCheckpoint(committed, None)
 
 
 @dataclass
@@ -220,6 +191,7 @@ class Aggregator:
                 if self.align:
                     self._align_watermarks(mono)
                 self._flush_idle(mono)
+                self._gauge_open_windows()  # also after flushes and rebalances, which no batch follows
             if self._dirty and (self._commit_now or mono - last_commit >= self.commit_s):
                 self._commit()
                 last_commit = time.monotonic()
@@ -284,7 +256,11 @@ class Aggregator:
                 counters.open_windows_peak = windows.open_count
             if windows.bars or windows.late:
                 self._emit(p, windows, clock)
-        counters.open_windows = sum(st.windows.open_count for st in states.values())
+        self._gauge_open_windows()
+
+    def _gauge_open_windows(self) -> None:
+        """The open-windows gauge: (symbol, window) pairs open over all assigned partitions."""
+        self.counters.open_windows = sum(st.windows.open_count for st in self.states.values())
 
     def _on_watermark(self, partition: int, windows: BarWindows, watermark: Watermark, offset: int,
                       clock: int) -> None:
