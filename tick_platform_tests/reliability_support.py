@@ -424,26 +424,18 @@ def probe_aggregator() -> None:
     """`python -m tick_platform_tests.reliability_support`: one aggregator run until idle, then a JSON line of
     its counters, the largest number of open windows any partition held, and the peak RSS of the process.
 
-    Why a probe and not `python -m streaming aggregate`: the aggregator does not expose its open-window count,
-    so this wraps PartitionWindows.add to watch it; the run itself is the real Aggregator on the real topics.
+    Why a probe and not `python -m streaming aggregate`: the peak RSS is the process's own. The open-window
+    peak is the aggregator's gauge `open_windows_peak` (the most any partition held after an add returned:
+    bounded state means never more than AGG_MAX_OPEN_WINDOWS); the run is the real Aggregator on the real
+    topics.
     """
-    from streaming.aggregate import windows
     from streaming.aggregate.processor import Aggregator
 
-    peak = {"open": 0}
-    original = windows.PartitionWindows.add
-
-    def watched(self: windows.PartitionWindows, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        # Bounded state means: never more than AGG_MAX_OPEN_WINDOWS after an add returns.
-        peak["open"] = max(peak["open"], self.open_count)
-
-    windows.PartitionWindows.add = watched  # type: ignore[method-assign]
     counters = Aggregator(load_settings(), until_idle=True).run()
     rss_mb = own_peak_rss_mb()
     print(json.dumps({"bins_in": counters.bins_in, "bars_out": counters.bars_out, "late": counters.late,
-                      "dlq": counters.dlq, "poison": counters.poison, "max_open_windows_seen": peak["open"],
-                      "peak_rss_mb": round(rss_mb, 1)}))
+                      "dlq": counters.dlq, "poison": counters.poison,
+                      "max_open_windows_seen": counters.open_windows_peak, "peak_rss_mb": round(rss_mb, 1)}))
 
 
 # ---- the scorecard -----------------------------------------------------------------------------

@@ -142,7 +142,8 @@ def test_a_topic_reset_under_the_stored_cursor_requests_the_new_bars_windows(kaf
 def _bar(symbol: str, start: datetime) -> Bar:
     t0 = int(start.timestamp() * 1000)
     return Bar(
-        bar_id=f"{symbol}-{t0}", symbol=symbol, start_ts_ms=t0, end_ts_ms=t0 + 1000, open=10.0, high=10.0,
+        bar_id=f"{symbol}-{t0:013d}-time-1s", symbol=symbol, spec="time-1s",
+        start_ts_ms=t0, end_ts_ms=t0 + 1000, open=10.0, high=10.0,
         low=10.0, close=10.0, volume=100, notional=1000.0, vwap=10.0, trade_count=1, bin_count=1,
         max_lateness_ms=0, api_send_ts_ms=None, source_event_ts_ms=t0, ingest_ts_ms=t0 + 1000,
     )

@@ -9,7 +9,8 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streaming.kernel.records import Bar, make_bar_id
+from streaming.kernel.bar_spec import DEFAULT_BAR_SPEC, make_bar_id
+from streaming.kernel.records import Bar
 from tick_platform.calendar import session_minutes
 from tick_platform.closure import (
     SensorCursor,
@@ -29,8 +30,9 @@ T0 = 1266417000000  # 2010-02-17 14:30 UTC
 
 def _bar(symbol: str, start: int, o: float, h: float, low: float, c: float, v: int, revision: int = 0) -> Bar:
     return Bar(
-        bar_id=make_bar_id(symbol, start),
+        bar_id=make_bar_id(symbol, start, DEFAULT_BAR_SPEC),
         symbol=symbol,
+        spec=DEFAULT_BAR_SPEC.text,
         start_ts_ms=start,
         end_ts_ms=start + 1000,
         open=o,

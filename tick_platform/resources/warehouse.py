@@ -183,6 +183,9 @@ class WarehouseResource(ConfigurableResource):  # type: ignore[type-arg]
         try:
             yield WarehouseConnection(conn, Dialect.DUCKDB)
         except BaseException as exc:
+            # dagster-duckdb closes only on a clean exit: a failed step (its traceback kept by
+            # Dagster) would hold the file open, and a read-only connection of the same process is refused.
+            conn.close()
             ctx.__exit__(type(exc), exc, exc.__traceback__)
             raise
         ctx.__exit__(None, None, None)
