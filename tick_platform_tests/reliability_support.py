@@ -162,7 +162,10 @@ def patient_pipeline(*args: str) -> list[str]:
     breaks. The supervisor's wait is proc.wait(), which returns at the child's exit, so the test waits for
     that event and the longer budget is only the safety net against a hang.
     """
+    # The defaults are replaced by position: the assert keeps a changed signature from silently
+    # patching another parameter (and the test from falling back to the 10 s budget).
     code = ("import sys; from tick_tools.pipeline import supervisor; "
+            "assert supervisor.Supervisor.__init__.__code__.co_varnames[:3] == ('self', 'console', 'stop_budget_s'); "
             f"supervisor.Supervisor.__init__.__defaults__ = (None, {PATIENT_STOP_S}); "
             "sys.argv = ['tick_tools', *sys.argv[1:]]; from tick_tools.cli import main; main()")
     return [sys.executable, "-c", code, "pipeline", *args]
