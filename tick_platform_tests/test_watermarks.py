@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import time
 from pathlib import Path
 
 import orjson
@@ -32,6 +31,7 @@ from tick_platform_tests.reliability_support import (
     wait_until,
     work_dir,
 )
+from tick_platform_tests.test_aggregate_helpers import owned
 from tick_platform_tests.test_replay_support import write_lines
 
 
@@ -119,7 +119,10 @@ def test_a_live_replay_with_watermarks_closes_quiet_windows_without_the_idle_tim
         replay = Stage("replay", ["replay", str(path), "--speed", "1", "--live", "--watermark-interval-ms", "10",
                                   "--quiet"], env, work / "replay.log")
         try:
-            time.sleep(3)  # the aggregator has joined: its first watermark check is not a backlog
+            # The aggregator has joined and rebuilt (its "assigned partitions" line), so its first watermark
+            # check is not a backlog. Was a sleep(3) that hoped so.
+            wait_until(lambda: owned(aggregator.log) == set(range(kafka.partitions)), 120,
+                       "the aggregator to own every partition")
             replay.start()
             wait_until(lambda: replay.poll() is not None, 120, "the live replay to finish")
             assert replay.poll() == 0, replay.tail()
