@@ -1,4 +1,4 @@
-"""The candlestick figure: 1 s bars, the VWAP line and a volume panel (plotly)."""
+"""The candlestick figure: bars (their spec names the size), the VWAP line and a volume panel (plotly)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from streaming.kernel.bar_spec import BarSpecError, parse_spec
 from streaming.kernel.records import Bar
 
 EXCHANGE_ZONE = ZoneInfo("America/New_York")
@@ -61,14 +62,24 @@ def exchange_time(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, EXCHANGE_ZONE).replace(tzinfo=None)
 
 
+def _size_label(spec: str) -> str:
+    """`5 s` for time-5s; a spec text the kernel does not know is shown as it is."""
+    try:
+        return parse_spec(spec).label
+    except BarSpecError:
+        return spec
+
+
 def bar_figure(symbol: str, bars: list[Bar]) -> go.Figure:
     """Candles with the per-bar VWAP on top, volume below, sharing the time axis."""
     times = [exchange_time(b.start_ts_ms) for b in bars]
+    # The bars say their own size (time-5s: "5 s"); the cache holds one topic, so one spec.
+    size = _size_label(bars[-1].spec) if bars else ""
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.74, 0.26], vertical_spacing=0.03)
     fig.add_trace(
         go.Candlestick(
             x=times, open=[b.open for b in bars], high=[b.high for b in bars], low=[b.low for b in bars],
-            close=[b.close for b in bars], name=f"{symbol} 1 s", increasing_line_color=UP,
+            close=[b.close for b in bars], name=f"{symbol} {size}".rstrip(), increasing_line_color=UP,
             decreasing_line_color=DOWN,
         ),
         row=1, col=1,

@@ -90,7 +90,7 @@ def render_live(settings: Settings) -> None:
     kafka = settings.kafka
     feed = shared_feed(kafka.brokers, kafka.topic_agg, settings.dashboard.max_bars_per_symbol, kafka)
     feed.wait_until_known(METADATA_TIMEOUT_S + 1)
-    st.title("Live 1 s bars")
+    st.title(f"Live {settings.agg.spec.label} bars")  # the size AGG_WINDOW_MS gives the bar topic
     with st.sidebar:
         auto = st.toggle("Auto-refresh", value=True, key="auto_refresh",
                          help=f"Reruns only the chart and the badges every {settings.dashboard.refresh_ms} ms.")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from dagster import DagsterInstance, materialize
@@ -16,14 +16,16 @@ from streaming.kernel.errors import TickPlatformError
 from streaming.kernel.settings import KafkaSettings, Settings, load_settings
 from streaming.kernel.warehouse.schema import FACT_SPECS
 from tick_platform.assets.dimensions import dim_calendar, dim_symbol
-from tick_platform.assets.facts import build_fact_ticks
+from tick_platform.assets.facts import build_fact_ticks, run_windows
+from tick_platform.calendar import TradingCalendar
 from tick_platform.checks import FACT_CHECKS
 from tick_platform.fact_store import naive_utc
 from tick_platform.partitions import (
     WINDOW_MS,
+    calendar_for,
+    configured_calendar,
     configured_partitions,
     floor_window,
-    partition_key,
     partitions_bounds_ms,
     range_tags,
     to_ms,
@@ -64,25 +66,39 @@ class BackfillReport:
 
 
 def partition_range(
-    start: datetime, end: datetime, partitions_start: str, partitions_end: str | None = None
+    start: datetime,
+    end: datetime,
+    partitions_start: str,
+    partitions_end: str | None = None,
+    calendar: TradingCalendar | None = None,
 ) -> tuple[str, str, int]:
-    """First and last partition key covering `[start, end)` and how many partitions that is."""
+    """First and last session partition key covering `[start, end)` and how many partitions that is.
+
+    `calendar` defaults to NYSE regular hours over the partitions' range.
+    """
     t0 = floor_window(to_ms(start))
     t1 = -(-to_ms(end) // WINDOW_MS) * WINDOW_MS
     if t1 <= t0:
         raise BackfillError(f"empty range [{start}, {end})")
-    first_ms, end_ms = partitions_bounds_ms(partitions_start, partitions_end)
+    sessions = calendar or calendar_for(partitions_start, partitions_end)
+    first_ms, end_ms = partitions_bounds_ms(partitions_start, partitions_end, sessions.hours)
     if t0 < first_ms:
         raise BackfillError(
-            f"{naive_utc(t0):%Y-%m-%d %H:%M} is before WAREHOUSE_PARTITIONS_START={partitions_start}; "
+            f"{naive_utc(t0):%Y-%m-%d %H:%M} UTC is before WAREHOUSE_PARTITIONS_START={partitions_start}; "
             "set it to the replayed day or earlier"
         )
     if end_ms is not None and t1 > end_ms:
         raise BackfillError(
-            f"{naive_utc(t1):%Y-%m-%d %H:%M} is past WAREHOUSE_PARTITIONS_END={partitions_end}; "
+            f"{naive_utc(t1):%Y-%m-%d %H:%M} UTC is past WAREHOUSE_PARTITIONS_END={partitions_end}; "
             "set it after the replayed day (or leave it empty)"
         )
-    return partition_key(t0), partition_key(t1 - WINDOW_MS), (t1 - t0) // WINDOW_MS
+    windows = sessions.windows(t0, t1)
+    if not windows:
+        raise BackfillError(
+            f"[{naive_utc(t0):%Y-%m-%d %H:%M}, {naive_utc(t1):%Y-%m-%d %H:%M}) UTC holds no window of the "
+            f"{sessions.hours} sessions of {sessions.exchange} (a weekend, a holiday, outside the hours)"
+        )
+    return sessions.key(windows[0]), sessions.key(windows[-1]), len(windows)
 
 
 def _console_level(level: str) -> dict[str, Any]:
@@ -127,9 +143,11 @@ def materialize_facts(
     Raises BackfillError for a range outside the partitions.
     """
     chosen = settings or load_settings(env_file)
-    first, last, count = partition_range(start, end, chosen.warehouse.partitions_start, chosen.warehouse.partitions_end)
-    t0 = to_ms(datetime.strptime(first, "%Y-%m-%d-%H:%M").replace(tzinfo=UTC))
-    t1 = t0 + count * WINDOW_MS
+    loader = chosen.warehouse
+    calendar = configured_calendar(loader)
+    first, last, count = partition_range(start, end, loader.partitions_start, loader.partitions_end, calendar)
+    run = run_windows(first, last, calendar)
+    t0, t1 = run.read_start_ms, run.end_ms
     resources = {
         # The same env file as the warehouse: SASL/SSL of a secured broker come from it.
         "kafka": KafkaResource.from_settings(kafka or chosen.kafka, env_file=env_file),
@@ -137,7 +155,7 @@ def materialize_facts(
     }
     dagster_instance = instance or _instance()
     result = materialize(
-        [build_fact_ticks(configured_partitions(chosen.warehouse)), *FACT_CHECKS],
+        [build_fact_ticks(configured_partitions(loader), loader.session_hours, loader.exchange), *FACT_CHECKS],
         resources=resources,
         instance=dagster_instance,
         tags=range_tags(first, last),
@@ -156,8 +174,11 @@ def materialize_facts(
     success = result.success
     if success and with_dimensions:
         dims = materialize(
-            [dim_symbol, dim_calendar], resources=resources, instance=dagster_instance,
-            run_config=_console_level(log_level), raise_on_error=False,
+            [dim_symbol, dim_calendar],
+            resources=resources,
+            instance=dagster_instance,
+            run_config=_console_level(log_level),
+            raise_on_error=False,
         )
         success = dims.success
     return BackfillReport(

@@ -10,8 +10,9 @@ listing the offending rows. `fact_300s_freshness` compares the stream's heads wi
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
+import polars as pl
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
@@ -27,11 +28,12 @@ from streaming.kernel.warehouse.connection import WarehouseConnection
 from streaming.kernel.warehouse.schema import FACT_SPECS, FactSpec, Table, fact_spec
 from tick_platform.assets.facts import WAREHOUSE_POOL, fact_key
 from tick_platform.bar_reader import OffsetRange, partition_heads, read_ranges
+from tick_platform.calendar import SessionHours, TradingCalendar, calendar_covering, outside_session, session_bars
 from tick_platform.closure import SensorPartitionState, closed_until
 from tick_platform.fact_store import naive_utc, normalize, read_rows
-from tick_platform.partitions import floor_window
+from tick_platform.partitions import configured_calendar, floor_window
 from tick_platform.resources import KafkaResource, WarehouseResource
-from tick_platform.rollup import bars_frame, rollup_bars, rollup_facts
+from tick_platform.rollup import bars_frame, latest_revisions, rollup_bars, rollup_facts
 from tick_platform.validation import compare_rows, missing_bar_counts, ohlc_violations
 
 _SHOWN = 50
@@ -48,6 +50,19 @@ class LastWindow:
     start_ms: int
     end_ms: int
     ranges: list[OffsetRange]
+    session_hours: SessionHours = "regular"
+    exchange: str = "XNYS"
+
+    def calendar(self) -> TradingCalendar:
+        """The sessions the materialization rolled up (bars outside them are not in the facts)."""
+        return calendar_covering(self.start_ms, self.end_ms, self.session_hours, self.exchange)
+
+
+def _session_hours(text: str) -> SessionHours:
+    for hours in get_args(SessionHours):
+        if hours == text:
+            return hours  # type: ignore[no-any-return]
+    raise ValueError(f"unknown session hours {text!r} in the materialization's metadata")
 
 
 def last_window(context: AssetCheckExecutionContext, key: AssetKey) -> LastWindow:
@@ -59,7 +74,15 @@ def last_window(context: AssetCheckExecutionContext, key: AssetKey) -> LastWindo
     offsets = meta["offsets"].value
     raw = offsets if isinstance(offsets, dict) else json.loads(str(offsets))
     ranges = [OffsetRange(int(p), int(se[0]), int(se[1])) for p, se in sorted(raw.items(), key=lambda kv: int(kv[0]))]
-    return LastWindow(int(str(meta["window_start_ms"].value)), int(str(meta["window_end_ms"].value)), ranges)
+    # Materializations from before the calendar partitions carry no session metadata: regular NYSE.
+    hours = str(meta["session_hours"].value) if "session_hours" in meta else "regular"
+    return LastWindow(
+        int(str(meta["window_start_ms"].value)),
+        int(str(meta["window_end_ms"].value)),
+        ranges,
+        _session_hours(hours),
+        str(meta["exchange"].value) if "exchange" in meta else "XNYS",
+    )
 
 
 def _fields(title: str, problems: list[dict[str, Any]], window: LastWindow | None, **extra: Any) -> dict[str, Any]:
@@ -129,6 +152,13 @@ def _window_checks(spec: FactSpec) -> list[AssetCheckSpec]:
                 description="No 1 s bar of the window is missing (count vs ticks.agg.1s).",
             )
         )
+        checks.append(
+            AssetCheckSpec(
+                check_name(spec, "bars_in_session"),
+                asset=key,
+                description="Every bar of the window's read lies inside the configured trading sessions (WARN).",
+            )
+        )
     return checks
 
 
@@ -152,7 +182,9 @@ def fact_window_checks(
     """Re-read the window's bars once (by the recorded offsets) and its rows once per table; judge every check."""
     window = last_window(context, fact_key(FACT_SPECS[0]))
     read = read_ranges(kafka.kafka(), window.ranges, window.start_ms, window.end_ms)
-    bars = bars_frame(read.bars)
+    all_bars = bars_frame(read.bars)
+    calendar = window.calendar()
+    bars = session_bars(all_bars, calendar)  # what the materialization rolled up
     with warehouse.connect() as conn:
         stored = {spec.label: read_rows(conn, spec.table, window.start_ms, window.end_ms) for spec in FACT_SPECS}
         duplicates = {spec.label: _duplicates(conn, spec.table) for spec in FACT_SPECS}
@@ -184,6 +216,7 @@ def fact_window_checks(
                 rows=rows.height,
             )
         else:
+            yield _outside_sessions(spec, window, outside_session(all_bars, calendar), len(read.bars))
             yield _result(
                 spec,
                 "no_missing_bars",
@@ -193,6 +226,58 @@ def fact_window_checks(
                 bars_in_kafka=MetadataValue.int(int(expected["SOURCE_COUNT"].sum() or 0)),
                 bars_in_warehouse=MetadataValue.int(int(rows["SOURCE_COUNT"].sum() or 0)),
             )
+
+
+def _outside_sessions(spec: FactSpec, window: LastWindow, outside: pl.DataFrame, bars_read: int) -> AssetCheckResult:
+    """The bars of the read outside the sessions, per symbol with their time range; a WARN.
+
+    Such bars (after-hours trades under regular hours, a bar stamped on a holiday) are not rolled
+    up: the facts hold session windows only. The data is what it is, so it warns;
+    WAREHOUSE_SESSION_HOURS=extended keeps pre-market and after-hours bars.
+    """
+    latest = latest_revisions(outside)
+    problems: list[dict[str, Any]] = []
+    if latest.height:
+        per_symbol = (
+            latest.group_by("symbol")
+            .agg(
+                pl.len().alias("bars"),
+                pl.col("start_ts_ms").min().alias("first"),
+                pl.col("start_ts_ms").max().alias("last"),
+            )
+            .sort("symbol")
+        )
+        problems = [
+            {
+                "symbol": r["symbol"],
+                "bars": r["bars"],
+                "first_utc": naive_utc(r["first"]).isoformat(),
+                "last_utc": naive_utc(r["last"]).isoformat(),
+            }
+            for r in per_symbol.iter_rows(named=True)
+        ]
+    fields = _fields(
+        f"bars outside the {window.session_hours} sessions of {window.exchange}",
+        problems,
+        window,
+        bars_outside_session=MetadataValue.int(latest.height),
+        bars_reread=MetadataValue.int(bars_read),
+    )
+    fields["severity"] = AssetCheckSeverity.WARN
+    if problems:
+        fields["description"] = f"{latest.height} bar(s) outside the sessions: not in the facts"
+    return AssetCheckResult(asset_key=fact_key(spec), check_name=check_name(spec, "bars_in_session"), **fields)
+
+
+def _last_session_end(kafka: KafkaResource, bound_ms: int) -> int | None:
+    """The end of the newest session window that ends by `bound_ms` (a weekend is not missing data)."""
+    calendar = configured_calendar(kafka.settings().warehouse)
+    end = floor_window(bound_ms)
+    if calendar.session_at(end - 1) is not None:
+        return end
+    # In a gap: the facts are fresh once the previous session's last window is loaded.
+    before = [s.close_ms for s in calendar.sessions if s.close_ms <= end]
+    return before[-1] if before else None
 
 
 _COARSEST = FACT_SPECS[-1]
@@ -210,7 +295,7 @@ def fact_freshness(kafka: KafkaResource, warehouse: WarehouseResource) -> AssetC
     now = 0  # no partition counts as idle here: the check has no memory of earlier looks
     states = {h.partition: SensorPartitionState(h.high, h.last_start_ms, now) for h in heads}
     bound = closed_until(states, now, idle_timeout_ms=1 << 62, horizon_ms=kafka.horizon_ms())
-    closed_end = floor_window(bound) if bound is not None else None
+    closed_end = _last_session_end(kafka, bound) if bound is not None else None
     with warehouse.connect() as conn:
         latest = normalize(
             conn.query(f"SELECT MAX(END_TS) AS END_TS, MAX(LOAD_TS) AS LOAD_TS FROM {_COARSEST.table.qualified}")

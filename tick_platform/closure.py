@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from tick_platform.calendar import TradingCalendar
 from tick_platform.partitions import WINDOW_MS, floor_window
 
 
@@ -72,9 +73,7 @@ def advance_states(
     return states
 
 
-def offsets_went_back(
-    previous: dict[int, SensorPartitionState], heads: dict[int, tuple[int, int | None]]
-) -> list[int]:
+def offsets_went_back(previous: dict[int, SensorPartitionState], heads: dict[int, tuple[int, int | None]]) -> list[int]:
     """The partitions whose end offset is below the one the cursor remembers.
 
     Kafka never lowers a partition's end offset, so this means ticks.agg.1s was deleted and
@@ -103,10 +102,18 @@ def closed_until(
     return bound
 
 
-def windows_to_request(next_window_ms: int, closed_end_ms: int | None, limit: int) -> list[int]:
-    """Starts of the closed windows from `next_window_ms` on, at most `limit` of them."""
+def windows_to_request(
+    next_window_ms: int, closed_end_ms: int | None, limit: int, calendar: TradingCalendar | None = None
+) -> list[int]:
+    """Starts of the closed windows from `next_window_ms` on, at most `limit` of them.
+
+    With a `calendar`, only its session windows: a night or a weekend of empty windows never
+    counts against `limit`. Without one, every 5-minute window.
+    """
     if closed_end_ms is None:
         return []
+    if calendar is not None:
+        return calendar.windows(next_window_ms, closed_end_ms)[:limit]
     starts: list[int] = []
     t0 = next_window_ms
     while t0 + WINDOW_MS <= closed_end_ms and len(starts) < limit:

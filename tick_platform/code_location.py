@@ -32,7 +32,12 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     chosen = settings if settings is not None else load_settings()
     partitions = configured_partitions(chosen.warehouse)
     return Definitions(
-        assets=[kafka_topics, build_fact_ticks(partitions), dim_symbol, dim_calendar],
+        assets=[
+            kafka_topics,
+            build_fact_ticks(partitions, chosen.warehouse.session_hours, chosen.warehouse.exchange),
+            dim_symbol,
+            dim_calendar,
+        ],
         asset_checks=FACT_CHECKS,
         jobs=[build_fact_job(partitions)],
         schedules=[fact_ticks_schedule],

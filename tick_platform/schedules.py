@@ -6,7 +6,7 @@ from tick_platform.assets.facts import FACT_60S_KEY
 from tick_platform.bar_reader import partition_heads
 from tick_platform.closure import scheduled_window
 from tick_platform.jobs import FACT_JOB_NAME
-from tick_platform.partitions import partition_key, partitions_bounds_ms, to_ms
+from tick_platform.partitions import configured_calendar, partitions_bounds_ms, to_ms
 from tick_platform.resources import KafkaResource
 
 # One minute past each 5-minute boundary: the window that just closed has had its lateness by then.
@@ -28,10 +28,13 @@ def fact_ticks_schedule(context: ScheduleEvaluationContext, kafka: KafkaResource
     start = scheduled_window(to_ms(scheduled), kafka.lateness_ms())
     settings = kafka.settings()
     loader = settings.warehouse
-    first_ms, end_ms = partitions_bounds_ms(loader.partitions_start, loader.partitions_end)
+    first_ms, end_ms = partitions_bounds_ms(loader.partitions_start, loader.partitions_end, loader.session_hours)
     if start < first_ms or (end_ms is not None and start >= end_ms):
         return SkipReason("window outside WAREHOUSE_PARTITIONS_START..WAREHOUSE_PARTITIONS_END")
-    key = partition_key(start)
+    calendar = configured_calendar(loader)
+    key = calendar.key(start)
+    if not calendar.is_window(start):
+        return SkipReason(f"{key} is outside the {calendar.hours} sessions of {calendar.exchange}")
     # Skip what would only write an empty window (a historical replay, a quiet stream) or redo
     # the sensor's work; a window the sensor missed is exactly what remains.
     starts = [h.last_start_ms for h in partition_heads(settings.kafka) if h.last_start_ms is not None]

@@ -18,22 +18,29 @@ from dagster import (
 from streaming.kernel.settings import Settings
 from tick_platform.assets.streams import TICKS_AGG_1S, TICKS_RAW, observe_topic
 from tick_platform.bar_reader import first_revision0_start, partition_heads, warehouse_access
+from tick_platform.calendar import TradingCalendar
 from tick_platform.closure import SensorCursor, advance_states, closed_until, offsets_went_back, windows_to_request
 from tick_platform.jobs import FACT_JOB_NAME
-from tick_platform.partitions import WINDOW_MS, floor_window, partition_key, partitions_bounds_ms, range_tags
+from tick_platform.partitions import (
+    WINDOW_MS,
+    configured_calendar,
+    floor_window,
+    partitions_bounds_ms,
+    range_tags,
+)
 from tick_platform.resources import KafkaResource
 
 MAX_REQUESTS_PER_TICK = 100
 
 
-def _run_requests(starts: list[int]) -> list[RunRequest]:
+def _run_requests(starts: list[int], calendar: TradingCalendar) -> list[RunRequest]:
     """One run per closed window in live mode; ONE ranged run when the sensor catches up on many.
 
     The facts have a single-run backfill policy, so a replayed hour is one process, not twelve.
     """
     if len(starts) <= 1:
-        return [RunRequest(run_key=partition_key(t0), partition_key=partition_key(t0)) for t0 in starts]
-    first, last = partition_key(starts[0]), partition_key(starts[-1])
+        return [RunRequest(run_key=calendar.key(t0), partition_key=calendar.key(t0)) for t0 in starts]
+    first, last = calendar.key(starts[0]), calendar.key(starts[-1])
     return [RunRequest(run_key=f"{first}...{last}", tags=range_tags(first, last))]
 
 
@@ -74,18 +81,22 @@ def _evaluate(context: SensorEvaluationContext, kafka: KafkaResource, full: Sett
         # offset would otherwise keep the old topic's newest bar time.
         heads = {h.partition: (h.high, h.last_start_ms) for h in partition_heads(settings)}
     states = advance_states(previous, heads, now_ms)
+    calendar = configured_calendar(full.warehouse)
     if next_window is None:
         first = first_revision0_start(settings)
         if first is not None:
             next_window = floor_window(first)
-    first_ms, end_ms = partitions_bounds_ms(full.warehouse.partitions_start, full.warehouse.partitions_end)
+    loader = full.warehouse
+    first_ms, end_ms = partitions_bounds_ms(loader.partitions_start, loader.partitions_end, loader.session_hours)
     if next_window is not None:
         next_window = max(next_window, first_ms)
     closed_end = closed_until(states, now_ms, kafka.idle_ms(), kafka.horizon_ms())
     if closed_end is not None and end_ms is not None:
         closed_end = min(closed_end, end_ms)  # bars past WAREHOUSE_PARTITIONS_END have no partition
-    starts = windows_to_request(next_window, closed_end, MAX_REQUESTS_PER_TICK) if next_window is not None else []
-    requests = _run_requests(starts)
+    starts = (
+        windows_to_request(next_window, closed_end, MAX_REQUESTS_PER_TICK, calendar) if next_window is not None else []
+    )
+    requests = _run_requests(starts, calendar)
     if starts:
         next_window = starts[-1] + WINDOW_MS
     raw_version, raw_meta = observe_topic(settings, settings.topic_raw, full.agg.group_id)
@@ -114,9 +125,7 @@ def _evaluate(context: SensorEvaluationContext, kafka: KafkaResource, full: Sett
             cursor=new_cursor.to_json(),
             asset_events=events,
         )
-    context.log.info(
-        f"requesting {len(starts)} partition(s): {partition_key(starts[0])} .. {partition_key(starts[-1])}"
-    )
+    context.log.info(f"requesting {len(starts)} partition(s): {calendar.key(starts[0])} .. {calendar.key(starts[-1])}")
     return SensorResult(run_requests=requests, cursor=new_cursor.to_json(), asset_events=events)
 
 

@@ -20,7 +20,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -139,6 +139,16 @@ class Stage:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
 
+    @property
+    def in_process_restarts(self) -> int:
+        """How often this stage restarted its Kafka clients by itself (streaming.restarts logs one line each),
+        over all its incarnations."""
+        return self.log.read_text(errors="replace").count(IN_PROCESS_RESTART) if self.log.exists() else 0
+
+
+# The line streaming.restarts.run_with_restarts logs for each in-process restart of a stage's Kafka clients.
+IN_PROCESS_RESTART = "restarting its Kafka clients from the last commit"
+
 
 # How long the supervisor of a test's `streaming pipeline` waits for its children to stop on SIGTERM.
 PATIENT_STOP_S = 300.0
@@ -152,7 +162,10 @@ def patient_pipeline(*args: str) -> list[str]:
     breaks. The supervisor's wait is proc.wait(), which returns at the child's exit, so the test waits for
     that event and the longer budget is only the safety net against a hang.
     """
+    # The defaults are replaced by position: the assert keeps a changed signature from silently
+    # patching another parameter (and the test from falling back to the 10 s budget).
     code = ("import sys; from tick_tools.pipeline import supervisor; "
+            "assert supervisor.Supervisor.__init__.__code__.co_varnames[:3] == ('self', 'console', 'stop_budget_s'); "
             f"supervisor.Supervisor.__init__.__defaults__ = (None, {PATIENT_STOP_S}); "
             "sys.argv = ['tick_tools', *sys.argv[1:]]; from tick_tools.cli import main; main()")
     return [sys.executable, "-c", code, "pipeline", *args]
@@ -424,26 +437,18 @@ def probe_aggregator() -> None:
     """`python -m tick_platform_tests.reliability_support`: one aggregator run until idle, then a JSON line of
     its counters, the largest number of open windows any partition held, and the peak RSS of the process.
 
-    Why a probe and not `python -m streaming aggregate`: the aggregator does not expose its open-window count,
-    so this wraps PartitionWindows.add to watch it; the run itself is the real Aggregator on the real topics.
+    Why a probe and not `python -m streaming aggregate`: the peak RSS is the process's own. The open-window
+    peak is the aggregator's gauge `open_windows_peak` (the most any partition held after an add returned:
+    bounded state means never more than AGG_MAX_OPEN_WINDOWS); the run is the real Aggregator on the real
+    topics.
     """
-    from streaming.aggregate import windows
     from streaming.aggregate.processor import Aggregator
 
-    peak = {"open": 0}
-    original = windows.PartitionWindows.add
-
-    def watched(self: windows.PartitionWindows, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        # Bounded state means: never more than AGG_MAX_OPEN_WINDOWS after an add returns.
-        peak["open"] = max(peak["open"], self.open_count)
-
-    windows.PartitionWindows.add = watched  # type: ignore[method-assign]
     counters = Aggregator(load_settings(), until_idle=True).run()
     rss_mb = own_peak_rss_mb()
     print(json.dumps({"bins_in": counters.bins_in, "bars_out": counters.bars_out, "late": counters.late,
-                      "dlq": counters.dlq, "poison": counters.poison, "max_open_windows_seen": peak["open"],
-                      "peak_rss_mb": round(rss_mb, 1)}))
+                      "dlq": counters.dlq, "poison": counters.poison,
+                      "max_open_windows_seen": counters.open_windows_peak, "peak_rss_mb": round(rss_mb, 1)}))
 
 
 # ---- the scorecard -----------------------------------------------------------------------------
@@ -579,6 +584,8 @@ class Run:
     `failures` are the harness's interventions and stage errors (a restart after an exit or a stall, a
     non-zero exit on SIGTERM); `harness_restarts` counts the restarts among them; `starts` is the number of
     incarnations of each supervised stage (1 + the kills the scenario injected + the harness restarts);
+    `in_process` counts the restarts each stage did by itself (fatal Kafka client errors, see
+    streaming.restarts; a crash loop inside the process shows there, not in `starts`);
     `notes` are for the reader of the scorecard only (where the logs were kept); `ticks` compares the
     bars of ticks.agg.1s with bars_from_raw_ticks (None when the run had no input files).
     """
@@ -591,6 +598,7 @@ class Run:
     starts: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     ticks: Comparison | None = None
+    in_process: dict[str, int] = field(default_factory=dict)
 
 
 def start_pipeline(kafka: KafkaSettings, files: list[Path], work: Path, speed: float,
@@ -617,11 +625,13 @@ def start_pipeline(kafka: KafkaSettings, files: list[Path], work: Path, speed: f
 
 
 def check_against_clean_run(kafka: KafkaSettings, expected_bins: dict, expected_bars: dict,
-                            pipeline: Supervised) -> Run:
+                            pipeline: Supervised, members: Iterable[Stage] = ()) -> Run:
     """Read ticks.raw, ticks.agg.1s and ticks.dlq read_committed and compare with the offline run.
 
     The run also carries what the supervisor of `pipeline` did (its failures, restarts and the starts of
-    each stage), so that assert_exact can hold the scenario to the restarts it injected.
+    each stage) and the in-process restarts each stage logged, so that assert_exact can hold the scenario
+    to the restarts it injected. `members`: further stages the scenario ran itself (e.g. more aggregator
+    instances); their starts and in-process restarts are held to the same rule.
     """
     # The replay's watermark records (REPLAY_WATERMARK_INTERVAL_MS) share ticks.raw with the bins.
     raw = [row for row in read_committed(kafka, kafka.topic_raw) if decode_watermark(row[2]) is None]
@@ -634,17 +644,26 @@ def check_against_clean_run(kafka: KafkaSettings, expected_bins: dict, expected_
     ticks = None if from_ticks is None else compare(
         from_ticks, [{name: r.get(name) for name in TICK_FIELDS} for r in got_bars], "bar_id")
     dlq = len(read_committed(kafka, kafka.topic_dlq))
-    starts = {pipeline.replay.name: pipeline.replay.starts, pipeline.aggregator.name: pipeline.aggregator.starts}
-    return Run(bins, bars, dlq, list(pipeline.failures), pipeline.restarts, starts, ticks=ticks)
+    stages = [pipeline.replay, pipeline.aggregator, *members]
+    starts = {stage.name: stage.starts for stage in stages}
+    in_process = {stage.name: stage.in_process_restarts for stage in stages}
+    return Run(bins, bars, dlq, list(pipeline.failures), pipeline.restarts, starts, ticks=ticks,
+               in_process=in_process)
 
 
-def assert_exact(run: Run, *, injected_restarts: dict[str, int]) -> None:
+def assert_exact(run: Run, *, injected_restarts: dict[str, int],
+                 in_process: Mapping[str, int | range] | None = None) -> None:
     """The acceptance: both topics equal the clean run, nothing dead-lettered (the input has no late ticks),
     and no stage needed the harness: it never restarted one, none exited with an error, and each stage was
     started exactly once plus the restarts the scenario injected (`injected_restarts`, by stage name).
 
-    Why the restarts are asserted too: a stage that crash-loops and is revived by the harness can still
-    produce exact output, but the product promises to ride through these faults in-process.
+    `in_process`: the in-process restarts (fatal Kafka client errors) the scenario's fault may cause, by
+    stage: an exact number, or a range where the fault's timing decides (a broker away may or may not
+    make a client fatal). A stage not named must not restart in-process at all.
+
+    Why the restarts are asserted too: a stage that crash-loops and is revived by the harness, or that
+    keeps restarting its own clients, can still produce exact output, but the product promises to ride
+    through these faults: once, in-process.
     """
     assert run.bins.exact, run.bins
     assert run.bars.exact, run.bars
@@ -654,6 +673,13 @@ def assert_exact(run: Run, *, injected_restarts: dict[str, int]) -> None:
         f"the harness had to step in {run.harness_restarts} time(s): {run.failures}")
     expected = {name: 1 + injected_restarts.get(name, 0) for name in run.starts}
     assert run.starts == expected, f"stage starts {run.starts}, expected {expected} (1 + the injected restarts)"
+    allowed = dict(in_process or {})
+    unknown = set(allowed) - set(run.in_process)
+    assert not unknown, f"in-process restarts allowed for stages the run did not have: {sorted(unknown)}"
+    for name, count in run.in_process.items():
+        bound = allowed.get(name, 0)
+        ok = count in bound if isinstance(bound, range) else count == bound
+        assert ok, f"{name} restarted its Kafka clients in-process {count} time(s), allowed {bound}: {run.in_process}"
 
 
 def score(scenario: str, injected: str, ticks: int, run: Run, recovery_s: float, **extra: Any) -> None:
@@ -661,7 +687,7 @@ def score(scenario: str, injected: str, ticks: int, run: Run, recovery_s: float,
     record_score(scenario, injected, run.bins.expected, run.bars.got, run.bins.lost + run.bars.lost,
                  run.bins.duplicated + run.bars.duplicated, recovery_s, ticks=ticks, bars_expected=run.bars.expected,
                  mismatched=run.bins.mismatched + run.bars.mismatched, dlq=run.dlq,
-                 harness_restarts=run.harness_restarts, stage_starts=run.starts,
+                 harness_restarts=run.harness_restarts, stage_starts=run.starts, in_process_restarts=run.in_process,
                  mismatched_vs_ticks=None if run.ticks is None else run.ticks.mismatched + run.ticks.lost,
                  findings=run.failures + run.notes, **extra)
 

@@ -22,10 +22,11 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streaming.aggregate.offline import bars_of_bins
 from streaming.aggregate.processor import window_config
+from streaming.kernel.bar_spec import time_bars
 from streaming.kernel.records import Bar, Bin, DlqRecord, bar_decoder, dlq_decoder, encode, make_bin_id
 from streaming.kernel.settings import PROJECT_ROOT, KafkaSettings, Settings, load_settings
 
-DATA_FIELDS = ("bar_id", "symbol", "start_ts_ms", "end_ts_ms", "open", "high", "low", "close", "volume",
+DATA_FIELDS = ("bar_id", "symbol", "spec", "start_ts_ms", "end_ts_ms", "open", "high", "low", "close", "volume",
                "notional", "vwap", "trade_count", "bin_count", "max_lateness_ms", "api_send_ts_ms",
                "source_event_ts_ms", "revision", "source")
 
@@ -96,9 +97,10 @@ def reference_bars(bins: Iterable[Bin], window_ms: int, grace_ms: int) -> tuple[
         for _, b in items:
             notional += b.notional
         sends = [b.api_send_ts_ms for _, b in items if b.api_send_ts_ms is not None]
-        bar_id = f"{symbol}-{start:013d}"
+        bar_id = f"{symbol}-{start:013d}-{time_bars(window_ms).text}"
         bars[bar_id] = {
-            "bar_id": bar_id, "symbol": symbol, "start_ts_ms": start, "end_ts_ms": start + window_ms,
+            "bar_id": bar_id, "symbol": symbol, "spec": time_bars(window_ms).text, "start_ts_ms": start,
+            "end_ts_ms": start + window_ms,
             "open": first.open, "high": max(b.high for _, b in items), "low": min(b.low for _, b in items),
             "close": last.close, "volume": volume, "notional": notional,
             "vwap": min(max(notional / volume, min(b.low for _, b in items)), max(b.high for _, b in items))

@@ -43,7 +43,7 @@ def expected_bars(sample_path: Path) -> dict[str, dict[str, float | int]]:
     assert per_second.height == SAMPLE_SECONDS
     assert per_second["volume"].sum() == SAMPLE_SHARES
     return {
-        f"{row['symbol']}-{row['start']:013d}": {**row, "vwap": row["notional"] / row["volume"]}
+        f"{row['symbol']}-{row['start']:013d}-time-1s": {**row, "vwap": row["notional"] / row["volume"]}
         for row in per_second.iter_rows(named=True)
     }
 

@@ -7,9 +7,10 @@ from pathlib import Path
 from confluent_kafka import TopicPartition
 from typer.testing import CliRunner
 
+from streaming.aggregate.checkpoints import decode_checkpoint, encode_checkpoint
 from streaming.aggregate.counters import Counters
 from streaming.aggregate.dead_letters import decode_bin
-from streaming.aggregate.processor import Aggregator, decode_checkpoint, encode_checkpoint
+from streaming.aggregate.processor import Aggregator
 from streaming.aggregate.windows import AggregatorCheckpoint
 from streaming.cli import app
 from streaming.kernel.records import Bin, bar_decoder, dlq_decoder, encode
@@ -42,8 +43,9 @@ def test_checkpoint_metadata_round_trips_and_tolerates_foreign_metadata() -> Non
 
 
 def test_prometheus_text_has_every_counter() -> None:
-    counters = Counters(bins_in=12, bars_out=3, late=1, dlq=2, watermark_lag_ms=40)
+    counters = Counters(bins_in=12, bars_out=3, late=1, dlq=2, watermark_lag_ms=40, open_windows=7)
     text = counters.prometheus()
+    assert "# TYPE tick_aggregator_open_windows gauge\ntick_aggregator_open_windows 7\n" in text
     assert "# TYPE tick_aggregator_bins_in_total counter\ntick_aggregator_bins_in_total 12\n" in text
     assert "tick_aggregator_bars_out_total 3\n" in text and "tick_aggregator_dlq_total 2\n" in text
     assert "# TYPE tick_aggregator_watermark_lag_ms gauge\ntick_aggregator_watermark_lag_ms 40\n" in text

@@ -99,7 +99,8 @@ def _wait_for(check, timeout_s: float = 30.0) -> None:  # type: ignore[no-untype
 
 def _bar(symbol: str, second: int, close: float, revision: int = 0) -> Bar:
     start = 1_266_417_001_000 + second * 1000
-    return Bar(bar_id=f"{symbol}-{start:013d}", symbol=symbol, start_ts_ms=start, end_ts_ms=start + 1000,
+    return Bar(bar_id=f"{symbol}-{start:013d}-time-1s", symbol=symbol, spec="time-1s",
+               start_ts_ms=start, end_ts_ms=start + 1000,
                open=close, high=close + 0.1, low=close - 0.1, close=close, volume=10, notional=close * 10,
                vwap=close, trade_count=1, bin_count=1, max_lateness_ms=0, api_send_ts_ms=None,
                source_event_ts_ms=start, ingest_ts_ms=int(time.time() * 1000), revision=revision)

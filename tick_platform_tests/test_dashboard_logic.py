@@ -21,7 +21,8 @@ def bar(symbol: str, second: int, close: float = 10.0, revision: int = 0, ingest
         api: int | None = None, volume: int = 100) -> Bar:
     start = T0 + second * 1000
     return Bar(
-        bar_id=f"{symbol}-{start:013d}", symbol=symbol, start_ts_ms=start, end_ts_ms=start + 1000, open=close - 0.5,
+        bar_id=f"{symbol}-{start:013d}-time-1s", symbol=symbol, spec="time-1s",
+        start_ts_ms=start, end_ts_ms=start + 1000, open=close - 0.5,
         high=close + 1.0, low=close - 1.0, close=close, volume=volume, notional=close * volume, vwap=close,
         trade_count=3, bin_count=2, max_lateness_ms=100, api_send_ts_ms=api, source_event_ts_ms=start,
         ingest_ts_ms=ingest or start + 1200, revision=revision,
@@ -90,7 +91,7 @@ def test_badges_turn_to_warning_past_their_sla() -> None:
     for i in range(20):
         end = now - 10_000 + i * 100
         b = bar("A", 0)
-        live = Bar(**{**{f: getattr(b, f) for f in b.__struct_fields__}, "bar_id": f"A-{end:013d}",
+        live = Bar(**{**{f: getattr(b, f) for f in b.__struct_fields__}, "bar_id": f"A-{end - 1000:013d}-time-1s",
                       "start_ts_ms": end - 1000, "end_ts_ms": end, "ingest_ts_ms": end + 200 + i * 10,
                       "api_send_ts_ms": end - 300})
         cache.add(live, end + 400, kafka_ts_ms=end + 250)

@@ -29,6 +29,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streaming.kernel.bar_spec import time_bars
 from streaming.kernel.settings import PROJECT_ROOT, Settings, load_settings
 from streaming.kernel.wallclock import RepeatedHour, second_pass_flags
 from streaming.replay.engine import ReplayEngine
@@ -110,7 +111,7 @@ def reference_bars(ticks: list[RefTick], window_ms: int = 1000) -> dict[str, dic
     bars: dict[str, dict[str, float | int]] = {}
     for t in ticks:
         start = (t.ts_ms // window_ms) * window_ms
-        key = f"{t.symbol}-{start:013d}"
+        key = f"{t.symbol}-{start:013d}-{time_bars(window_ms).text}"
         bar = bars.setdefault(key, {"open": t.price, "high": t.price, "low": t.price, "volume": 0, "trade_count": 0,
                                     "notional": 0.0})
         bar["high"], bar["low"] = max(bar["high"], t.price), min(bar["low"], t.price)

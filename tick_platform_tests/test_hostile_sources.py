@@ -191,10 +191,11 @@ def test_a_file_name_that_is_not_a_symbol_gives_no_symbol(tmp_path: Path) -> Non
 
 def test_the_contract_schemas_state_the_one_symbol_pattern() -> None:
     """The JSON Schemas of bins and bars carry SYMBOL_REGEX itself, and their ids are built on it."""
-    for name, id_field in (("ticks_raw_schema.json", "bin_id"), ("ticks_agg_1s_schema.json", "bar_id")):
+    spec = "-time-[1-9][0-9]*(ms|s)"  # a bar's id ends with its spec (streaming/kernel/bar_spec.py)
+    for name, id_field, tail in (("ticks_raw_schema.json", "bin_id", ""), ("ticks_agg_1s_schema.json", "bar_id", spec)):
         props = json.loads((PROJECT_ROOT / "docs/contracts" / name).read_text())["properties"]
         assert props["symbol"]["pattern"] == SYMBOL_REGEX
-        assert props[id_field]["pattern"] == SYMBOL_REGEX.removesuffix("$") + "-[0-9]{13}$"
+        assert props[id_field]["pattern"] == SYMBOL_REGEX.removesuffix("$") + "-[0-9]{13}" + tail + "$"
 
 
 def test_the_bin_encoder_writes_valid_json_for_any_symbol() -> None:

@@ -135,7 +135,8 @@ def test_sensor_loads_a_real_replay_and_graphql_shows_it(
     nodes = _nodes(data)
     for key in ("fact_ticks_60s", "fact_ticks_300s"):
         stats = nodes[key]["partitionStats"]
-        assert stats == {"numMaterialized": 75, "numPartitions": 288, "numFailed": 0, "numMaterializing": 0}
+        # 75 of the session's 78 windows hold bars (the sample ends at 15:43 New York).
+        assert stats == {"numMaterialized": 75, "numPartitions": 78, "numFailed": 0, "numMaterializing": 0}
     checks = {
         c["name"]: c["executionForLatestMaterialization"]
         for key in ("fact_ticks_60s", "fact_ticks_300s")

@@ -48,11 +48,13 @@ def test_lineage_partitions_checks_and_automation() -> None:
     facts = defs.resolve_assets_def(AssetKey("fact_ticks_60s"))
     sample = fact_partitions(SAMPLE_PARTITIONS_START, SAMPLE_PARTITIONS_END)
     assert facts.partitions_def == sample
-    assert sample.get_first_partition_key() == "2010-02-17-00:00" and sample.get_num_partitions() == 2 * 288
+    # Two NYSE regular sessions (Wednesday and Thursday), 78 windows each, keyed on New York's clock.
+    assert sample.get_first_partition_key() == "2010-02-17-09:30" and sample.get_num_partitions() == 2 * 78
+    assert sample.get_last_partition_key() == "2010-02-18-15:55"
     assert defs.resolve_job_def("fact_ticks_job").partitions_def == sample
     assert facts.backfill_policy == BackfillPolicy.single_run()
     checks = {k.name for k in graph.asset_check_keys}
-    assert len(checks) == 9
+    assert len(checks) == 10 and "fact_60s_bars_in_session" in checks
     assert defs.resolve_sensor_def("closed_windows_sensor").job_name == "fact_ticks_job"
     assert defs.resolve_schedule_def("fact_ticks_schedule").cron_schedule == "1-59/5 * * * *"
 

@@ -13,6 +13,7 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 from dagster import AssetSelection, DagsterEventType, DagsterInstance, materialize
 
+import tick_platform.checks
 from streaming.kernel.records import Bar
 from streaming.kernel.settings import KafkaSettings, Settings
 from tick_platform.backfill import BackfillReport, materialize_facts
@@ -56,7 +57,7 @@ def _checks_only(kafka: KafkaSettings, settings: Settings, instance: DagsterInst
     result = materialize(
         [sample_fact_ticks(), *FACT_CHECKS],
         selection=AssetSelection.all_asset_checks(),
-        tags=range_tags("2010-02-17-14:30", "2010-02-17-14:55"),
+        tags=range_tags("2010-02-17-09:30", "2010-02-17-09:55"),
         resources=_resources(kafka, settings),
         instance=instance,
         raise_on_error=False,
@@ -90,12 +91,12 @@ def test_day_backfill_matches_independent_ohlcv(
     db = settings.warehouse.duckdb_path
     assert report.success
     assert (report.first_partition, report.last_partition, report.partitions) == (
-        "2010-02-17-14:30",
-        "2010-02-17-20:40",
+        "2010-02-17-09:30",
+        "2010-02-17-15:40",
         75,
     )
     assert report.rows == {"FACT_TICKS_60S": 374, "FACT_TICKS_300S": 75}
-    assert len(report.checks) == len(FACT_CHECK_NAMES) == 9
+    assert len(report.checks) == len(FACT_CHECK_NAMES) == 10
     assert report.checks_passed, [c for c in report.checks if not c.passed]
     assert report.metadata["bars_1s"] == 5049
     rows_60 = _table(db, "FACT_TICKS_60S")
@@ -113,7 +114,8 @@ def test_day_backfill_matches_independent_ohlcv(
         minutes_2010 = conn.execute("SELECT COUNT(*) FROM CORE.DIM_CALENDAR WHERE YEAR = 2010").fetchone()[0]  # type: ignore[index]
     total = sample_ticks.select((pl.col("price") * pl.col("size")).sum() / pl.col("size").sum()).item()
     assert vwap is not None and abs(vwap[0] - total) < 1e-6 and vwap[1] == 3_582_490
-    assert minutes_2010 == 261 * 390  # weekdays of 2010 x 390 session minutes
+    # NYSE 2010: 261 weekdays less 9 holidays, x 390 minutes, less the 180 of the Nov 26 early close.
+    assert minutes_2010 == (261 - 9) * 390 - 180
 
 
 def _snapshot(db: Path) -> tuple[list[tuple], list[tuple]]:
@@ -151,15 +153,15 @@ def test_a_window_retention_deleted_keeps_its_rows(
         assert fut.result().low_watermark == cut
 
     # The first window's bars are gone: re-reading it would write no rows. It fails, rows kept.
-    ok, failures, _ = _one_window(kafka, settings, "2010-02-17-14:30")
+    ok, failures, _ = _one_window(kafka, settings, "2010-02-17-09:30")
     assert not ok and len(failures) == 1
     assert f"retention deleted the oldest offsets of partition(s) [{wdc}]" in failures[0]
     assert "would change 5 of its 5 60 s rows" in failures[0] and "\n" not in failures[0]
     # The first window after the cut is as ambiguous (nothing retained before it), but its rows
     # come out the same, so it is written; a later one has retained bars before it: no doubt.
-    ok, failures, meta = _one_window(kafka, settings, "2010-02-17-15:30")
+    ok, failures, meta = _one_window(kafka, settings, "2010-02-17-10:30")
     assert ok and failures == [] and meta["partitions_truncated"] == [wdc]
-    ok, failures, meta = _one_window(kafka, settings, "2010-02-17-16:00")
+    ok, failures, meta = _one_window(kafka, settings, "2010-02-17-11:00")
     assert ok and failures == [] and meta["partitions_truncated"] == []
     assert _table(db, "FACT_TICKS_60S").equals(before_60)  # every row as it was, LOAD_TS too
     assert _table(db, "FACT_TICKS_300S").equals(before_300)
@@ -179,7 +181,7 @@ def test_rematerialize_is_identical_and_revisions_win(
     before = _snapshot(settings.warehouse.duckdb_path)
     again = materialize(
         [sample_fact_ticks(), *FACT_CHECKS],
-        partition_key="2010-02-17-14:40",
+        partition_key="2010-02-17-09:40",
         resources=_resources(kafka, settings),
         instance=instance,
     )
@@ -194,7 +196,7 @@ def test_rematerialize_is_identical_and_revisions_win(
     monkeypatch.setenv("AGG_REVISE_HORIZON_MS", str(24 * 3_600_000))
     third = materialize(
         [sample_fact_ticks(), *FACT_CHECKS],
-        partition_key="2010-02-17-14:40",
+        partition_key="2010-02-17-09:40",
         resources=_resources(kafka, settings),
         instance=instance,
     )
@@ -210,7 +212,9 @@ def test_rematerialize_is_identical_and_revisions_win(
     assert rows_60.height == 30 and rows_300.height == 6  # replaced, not added
 
 
-def test_planted_faults_fail_their_checks(kafka: KafkaSettings, sample_ticks: pl.DataFrame, tmp_path: Path) -> None:
+def test_planted_faults_fail_their_checks(
+    kafka: KafkaSettings, sample_ticks: pl.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     produce_bars(kafka, bars_from_ticks(sample_ticks))
     settings = _settings(tmp_path / "w.duckdb")
     instance = DagsterInstance.ephemeral()
@@ -224,7 +228,17 @@ def test_planted_faults_fail_their_checks(kafka: KafkaSettings, sample_ticks: pl
     with duckdb.connect(str(db)) as conn:
         conn.execute("UPDATE CORE.FACT_TICKS_60S SET HIGH = HIGH + 1 WHERE BAR_ID = ?", [changed])
         conn.execute("DELETE FROM CORE.FACT_TICKS_60S WHERE BAR_ID = ?", [removed])
+    reads: list[tuple[int, int]] = []
+    original_read = tick_platform.checks.read_ranges
+
+    def counted(kafka_settings: KafkaSettings, ranges: Any, start_ms: int, end_ms: int) -> Any:
+        reads.append((start_ms, end_ms))
+        return original_read(kafka_settings, ranges, start_ms, end_ms)
+
+    monkeypatch.setattr(tick_platform.checks, "read_ranges", counted)
     checks = _checks_only(kafka, settings, instance)
+    # Every check of the window from ONE read of its offsets (three reads before the multi-asset check).
+    assert sorted(checks) == sorted(FACT_CHECK_NAMES) and len(reads) == 1
     passed, meta = checks["fact_60s_matches_bars"]
     assert not passed
     offending = {(r["BAR_ID"], r["problem"]) for r in meta["offending"]}
@@ -237,3 +251,55 @@ def test_planted_faults_fail_their_checks(kafka: KafkaSettings, sample_ticks: pl
     passed, meta = checks["fact_60s_ohlc_invariants"]
     assert passed  # HIGH + 1 keeps low <= open, close <= high
     assert checks["fact_300s_matches_bars"][0] and checks["fact_60s_unique_bar_id"][0]
+
+
+def test_bars_outside_the_session_are_reported_once_never_rolled_up(
+    kafka: KafkaSettings, sample_ticks: pl.DataFrame, tmp_path: Path
+) -> None:
+    """After-hours bars under regular hours: counted by the session's first window, not in the facts."""
+    half_hour = sample_ticks.filter(pl.col("ts_ms") < int((DAY_START + timedelta(minutes=30)).timestamp() * 1000))
+    evening_before = int(datetime(2010, 2, 16, 22, 0, 5, tzinfo=UTC).timestamp() * 1000)  # 17:00:05 ET
+    after_close = int(datetime(2010, 2, 17, 21, 10, 0, tzinfo=UTC).timestamp() * 1000)  # 16:10 ET
+    extra = pl.DataFrame(
+        {"symbol": ["WDC"] * 4, "ts_ms": [evening_before, evening_before + 1000, evening_before + 2000, after_close],
+         "price": [42.5, 42.6, 42.4, 43.0], "size": [100, 200, 300, 400]},
+        schema=sample_ticks.schema,
+    )
+    produce_bars(kafka, bars_from_ticks(pl.concat([extra[:3], half_hour, extra[3:]])))
+    settings = _settings(tmp_path / "w.duckdb")
+    checks = _checks_only_after(kafka, settings, "2010-02-17-09:30", "2010-02-17-09:55")
+    passed, meta = checks["fact_60s_bars_in_session"]
+    assert not passed and meta["bars_outside_session"] == 3
+    assert meta["offending"] == [{"symbol": "WDC", "bars": 3, "first_utc": "2010-02-16T22:00:05",
+                                  "last_utc": "2010-02-16T22:00:07"}]
+    failed = sorted(name for name, (ok, _) in checks.items() if not ok)
+    # Freshness: the 16:10 bar closes the whole session, of which only 09:30-10:00 is loaded here.
+    assert failed == ["fact_300s_freshness", "fact_60s_bars_in_session"], failed
+    db = settings.warehouse.duckdb_path
+    assert_facts_equal(_table(db, "FACT_TICKS_60S"), expected_ohlcv(half_hour, 60))
+    assert_facts_equal(_table(db, "FACT_TICKS_300S"), expected_ohlcv(half_hour, 300))
+    # A window inside the session reads no gap: the check passes. The 16:10 bar belongs to the
+    # next session's first window (Thursday 09:30), which reports it.
+    assert _checks_only_after(kafka, settings, "2010-02-17-15:55", "2010-02-17-15:55")["fact_60s_bars_in_session"][0]
+    passed, meta = _checks_only_after(kafka, settings, "2010-02-18-09:30", "2010-02-18-09:30")[
+        "fact_60s_bars_in_session"
+    ]
+    assert not passed and meta["bars_outside_session"] == 1
+    assert_facts_equal(_table(db, "FACT_TICKS_60S"), expected_ohlcv(half_hour, 60))  # nothing else written
+
+
+def _checks_only_after(
+    kafka: KafkaSettings, settings: Settings, first: str, last: str
+) -> dict[str, tuple[bool, dict[str, Any]]]:
+    result = materialize(
+        [sample_fact_ticks(), *FACT_CHECKS],
+        tags=range_tags(first, last),
+        resources=_resources(kafka, settings),
+        instance=DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+    assert result.success
+    return {
+        e.check_name: (e.passed, {k: v.value for k, v in e.metadata.items()})
+        for e in result.get_asset_check_evaluations()
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from dagster import (
@@ -36,11 +37,13 @@ from tick_platform_tests.test_platform_support import (
 pytestmark = pytest.mark.kafka
 
 FIRST_WINDOW_MS = SAMPLE_FIRST_WINDOW_MS
+NEW_YORK = ZoneInfo("America/New_York")  # partition keys are the exchange's clock
 
 
 def _keys(first_ms: int, count: int) -> list[str]:
     return [
-        datetime.fromtimestamp((first_ms + i * 300_000) / 1000, tz=UTC).strftime("%Y-%m-%d-%H:%M") for i in range(count)
+        datetime.fromtimestamp((first_ms + i * 300_000) / 1000, tz=NEW_YORK).strftime("%Y-%m-%d-%H:%M")
+        for i in range(count)
     ]
 
 
@@ -102,7 +105,7 @@ def test_sensor_requests_closed_windows_once_across_restarts(kafka: KafkaSetting
     assert sum(s.high for s in state.partitions.values()) == len(bars) + len(other)
     time.sleep(0.05)
     keys, cursor = _evaluate(eager, cursor, instance)
-    assert keys == ["2010-02-17-20:40"]  # the last window, closed by the idle timeout
+    assert keys == ["2010-02-17-15:40"]  # the last window, closed by the idle timeout
     assert _evaluate(eager, cursor, instance)[0] == []
 
 
@@ -139,7 +142,8 @@ def test_a_topic_reset_under_the_stored_cursor_requests_the_new_bars_windows(kaf
 def _bar(symbol: str, start: datetime) -> Bar:
     t0 = int(start.timestamp() * 1000)
     return Bar(
-        bar_id=f"{symbol}-{t0}", symbol=symbol, start_ts_ms=t0, end_ts_ms=t0 + 1000, open=10.0, high=10.0,
+        bar_id=f"{symbol}-{t0:013d}-time-1s", symbol=symbol, spec="time-1s",
+        start_ts_ms=t0, end_ts_ms=t0 + 1000, open=10.0, high=10.0,
         low=10.0, close=10.0, volume=100, notional=1000.0, vwap=10.0, trade_count=1, bin_count=1,
         max_lateness_ms=0, api_send_ts_ms=None, source_event_ts_ms=t0, ingest_ts_ms=t0 + 1000,
     )
@@ -163,20 +167,20 @@ def test_schedule_requests_the_window_closed_after_lateness(
         assert isinstance(result, RunRequest | SkipReason)
         return result
 
-    scheduled = datetime(2026, 11, 24, 10, 6, tzinfo=UTC)
+    scheduled = datetime(2026, 11, 24, 15, 6, tzinfo=UTC)
     empty = evaluate(scheduled)  # nothing in ticks.agg.1s: no empty window is written
     assert isinstance(empty, SkipReason) and "no bar" in str(empty.skip_message)
 
-    produce_bars(kafka, [_bar("WDC", datetime(2026, 11, 24, 9, 57, tzinfo=UTC))])
+    produce_bars(kafka, [_bar("WDC", datetime(2026, 11, 24, 14, 57, tzinfo=UTC))])
     behind = evaluate(scheduled)  # the stream has not reached 10:00 (a historical replay, a stall)
     assert isinstance(behind, SkipReason) and "2026-11-24-10:00" in str(behind.skip_message)
 
-    produce_bars(kafka, [_bar("WDC", datetime(2026, 11, 24, 10, 2, tzinfo=UTC))])
+    produce_bars(kafka, [_bar("WDC", datetime(2026, 11, 24, 15, 2, tzinfo=UTC))])
     request = evaluate(scheduled)
     assert isinstance(request, RunRequest)
     assert request.partition_key == "2026-11-24-10:00" and request.run_key == "2026-11-24-10:00"
-    earlier = evaluate(datetime(2026, 11, 24, 10, 5, 1, tzinfo=UTC))
-    # 10:00-10:05 is not yet past its lateness at 10:05:01
+    earlier = evaluate(datetime(2026, 11, 24, 15, 5, 1, tzinfo=UTC))
+    # 10:00-10:05 New York is not yet past its lateness at 10:05:01
     assert isinstance(earlier, RunRequest) and earlier.partition_key == "2026-11-24-09:55"
 
     # Once the sensor has loaded the window, the schedule does not load it again.
@@ -184,6 +188,12 @@ def test_schedule_requests_the_window_closed_after_lateness(
     done = evaluate(scheduled)
     assert isinstance(done, SkipReason) and "already materialized" in str(done.skip_message)
 
+    # Outside the session (the evening, Thanksgiving, a Saturday) no window has a partition: not missing data.
+    for closed in (datetime(2026, 11, 24, 22, 6, tzinfo=UTC), datetime(2026, 11, 26, 15, 6, tzinfo=UTC),
+                   datetime(2026, 11, 28, 15, 6, tzinfo=UTC)):
+        off = evaluate(closed)
+        assert isinstance(off, SkipReason) and "outside the regular sessions of XNYS" in str(off.skip_message)
+
     monkeypatch.setenv("WAREHOUSE_PARTITIONS_END", "2026-11-24")  # the window has no partition
-    outside = evaluate(datetime(2026, 11, 24, 10, 11, tzinfo=UTC))
+    outside = evaluate(datetime(2026, 11, 24, 15, 11, tzinfo=UTC))
     assert isinstance(outside, SkipReason) and "WAREHOUSE_PARTITIONS_END" in str(outside.skip_message)

@@ -18,7 +18,8 @@ import polars as pl
 import pytest
 from confluent_kafka import Producer
 
-from streaming.kernel.records import Bar, encode, make_bar_id
+from streaming.kernel.bar_spec import DEFAULT_BAR_SPEC, make_bar_id
+from streaming.kernel.records import Bar, encode
 from streaming.kernel.settings import KafkaSettings, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -92,8 +93,9 @@ def bars_from_ticks(ticks: pl.DataFrame, ingest_ts_ms: int = 1_700_000_000_000) 
     )
     return [
         Bar(
-            bar_id=make_bar_id(r["symbol"], r["start"]),
+            bar_id=make_bar_id(r["symbol"], r["start"], DEFAULT_BAR_SPEC),
             symbol=r["symbol"],
+            spec=DEFAULT_BAR_SPEC.text,
             start_ts_ms=r["start"],
             end_ts_ms=r["start"] + 1000,
             open=r["open"],

@@ -17,7 +17,8 @@ from typing import TypeVar
 import pytest
 from confluent_kafka import Producer
 
-from streaming.kernel.records import Bar, encode, make_bar_id
+from streaming.kernel.bar_spec import DEFAULT_BAR_SPEC, make_bar_id
+from streaming.kernel.records import Bar, encode
 from streaming.kernel.settings import KafkaSettings
 from tick_platform_tests.reliability_support import record_score, wait_until
 
@@ -35,7 +36,8 @@ def clean_bars() -> list[Bar]:
             price = 10.0 + i + second / 100
             start = T0 + second * 1000
             bars.append(Bar(
-                bar_id=make_bar_id(symbol, start), symbol=symbol, start_ts_ms=start, end_ts_ms=start + 1000,
+                bar_id=make_bar_id(symbol, start, DEFAULT_BAR_SPEC), symbol=symbol, spec="time-1s",
+                start_ts_ms=start, end_ts_ms=start + 1000,
                 open=price, high=price + 0.02, low=price - 0.01, close=price + 0.01, volume=300,
                 notional=price * 300, vwap=price, trade_count=3, bin_count=2, max_lateness_ms=100,
                 api_send_ts_ms=start, source_event_ts_ms=start, ingest_ts_ms=start + 1500,

@@ -87,7 +87,7 @@ def test_aggregators_joining_and_leaving_under_load_equal_the_clean_run(kafka: K
                 owners[what] = {m.name: owned(m.log) for m in (a, b, c) if m.running}
             assert pipeline.replay.poll() is None, "the replay finished during the last change: slow it down"
             pipeline.run_to_end(300)
-            run = check_against_clean_run(kafka, expected_bins, expected_bars, pipeline)
+            run = check_against_clean_run(kafka, expected_bins, expected_bars, pipeline, members=(b, c))
             if not (run.bins.exact and run.bars.exact):
                 run.notes.append(f"logs kept in {keep_logs(work, 'rebalance')}")
         finally:
@@ -105,4 +105,6 @@ def test_aggregators_joining_and_leaving_under_load_equal_the_clean_run(kafka: K
         assert all(split.values()), f"a member owned nothing after '{what}': {split}"
         assert sorted(p for parts in split.values() for p in parts) == sorted(everything), (what, split)
     assert (b.poll(), c.poll()) == (0, -signal.SIGKILL)
+    # Each instance started once (b and c by the scenario), none restarted by the harness or in-process:
+    # a rebalance is no fatal client error.
     assert_exact(run, injected_restarts={})

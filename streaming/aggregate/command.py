@@ -1,4 +1,4 @@
-"""`python -m streaming aggregate`: the 1 s bar aggregator, on Kafka or file to file."""
+"""`python -m streaming aggregate`: the bar aggregator (AGG_WINDOW_MS, 1 s by default), on Kafka or file to file."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def aggregate(
     ] = None,
     env_file: Annotated[str | None, typer.Option("--env-file", help="Settings file (default .env).")] = None,
 ) -> None:
-    """Aggregate 10 ms bins into final 1 s bars: ticks.raw -> ticks.agg.1s (exactly once), or --from/--to files."""
+    """Aggregate 10 ms bins into final bars (1 s, --window-ms): ticks.raw -> ticks.agg.1s, or --from/--to files."""
     settings = settings_or_exit(
         env_file,
         kafka={"brokers": brokers},
@@ -84,7 +84,7 @@ def aggregate(
              "idle_timeout_ms": idle_timeout_ms, "late_policy": late_policy, "exactly_once": exactly_once,
              "instance_id": instance_id},
     )
-    from streaming.aggregate.processor import window_config
+    from streaming.aggregate.checkpoints import window_config
 
     if (src is None) != (dst is None):
         fail("offline mode needs both --from and --to")

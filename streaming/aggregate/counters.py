@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, fields
 
+GAUGES = frozenset({"open_windows", "open_windows_peak"})
+
 
 @dataclass
 class Counters:
@@ -30,6 +32,11 @@ class Counters:
     watermark_closes: int = 0  # of those, how many closed windows
     watermark_lag_ms: int = 0  # newest event time seen minus watermark, on the last emitting partition
     close_latency_ms: int = 0  # wall clock at emission minus the bar's end (meaningful for live replays)
+    # Gauges of the state (AGG_MAX_OPEN_WINDOWS bounds each partition's): open (symbol, window)
+    # pairs over all assigned partitions after the last batch, and the most any one partition
+    # held after an add returned.
+    open_windows: int = 0
+    open_windows_peak: int = 0
     started: float = field(default_factory=time.monotonic)
     first_bin_at: float | None = None  # the rate counts from here: start-up and group join are not work
     last_bin_at: float | None = None
@@ -64,7 +71,7 @@ class Counters:
         for f in fields(self):
             if f.name in ("started", "first_bin_at", "last_bin_at"):
                 continue
-            kind = "gauge" if f.name.endswith("_ms") else "counter"
+            kind = "gauge" if f.name.endswith("_ms") or f.name in GAUGES else "counter"
             name = f"tick_aggregator_{f.name}" + ("_total" if kind == "counter" else "")
             lines += [f"# TYPE {name} {kind}", f"{name} {getattr(self, f.name)}"]
         return "\n".join(lines) + "\n"

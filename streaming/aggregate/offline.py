@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streaming.aggregate.dead_letters import decode_bin, late_record, poison_record
-from streaming.aggregate.windows import LateBin, PartitionWindows, WindowConfig
+from streaming.aggregate.kinds import windows_for
+from streaming.aggregate.windows import LateBin, WindowConfig
 from streaming.kernel.errors import SourceError
 from streaming.kernel.outputs import atomic_files
 from streaming.kernel.records import Bar, Bin, DlqRecord, encode
@@ -28,12 +29,12 @@ class OfflineResult:
 
 def bars_of_bins(bins: Iterable[Bin], config: WindowConfig) -> tuple[list[Bar], list[DlqRecord]]:
     """Bars and late-bin DLQ records of one bin sequence (one partition), flushed at the end."""
-    windows = PartitionWindows(config)
+    windows = windows_for(config)
     dlq: list[DlqRecord] = []
     bars: list[Bar] = []
     for offset, b in enumerate(bins):
         windows.add(b, offset, now_ms())
-    windows.flush_all(now_ms())
+    windows.finish(now_ms())
     out, late = windows.drain()
     bars.extend(out)
     dlq.extend(late_record(x, "offline", {"offset": x.offset}, now_ms()) for x in late)
@@ -55,7 +56,7 @@ def aggregate_file(src: Path, dst: Path, dlq_path: Path | None, config: WindowCo
     """Read bins from `src` (JSON lines), write bars to `dst` and late/poison records to `dlq_path`."""
     if not src.is_file():
         raise SourceError(f"no such bins file: {src}")
-    windows = PartitionWindows(config)
+    windows = windows_for(config)
     bins_in = bars_out = poison = 0
     refused: dict[str, int] = {}  # DLQ reason -> bins the windows did not count
     source = str(src)
@@ -91,7 +92,7 @@ def aggregate_file(src: Path, dst: Path, dlq_path: Path | None, config: WindowCo
                 bars, late = windows.drain()
                 bars_out += len(bars)
                 write(bars, late, clock)
-        windows.flush_all(now_ms())
+        windows.finish(now_ms())
         bars, late = windows.drain()
         bars_out += len(bars)
         write(bars, late, now_ms())

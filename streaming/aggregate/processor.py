@@ -1,4 +1,4 @@
-"""The Kafka edge of the aggregator: consume ticks.raw, window, produce ticks.agg.1s, exactly once.
+"""The Kafka edge of the aggregator: consume ticks.raw, window, produce the bar topic (ticks.agg.1s), exactly once.
 
 Consume-process-produce in Kafka transactions: the bars, the DLQ records and the
 consumed offsets of one commit interval go in one transaction. Each committed
@@ -10,7 +10,6 @@ rebalance) rebuilds the open windows silently and emits no committed bar again.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import time
@@ -29,9 +28,11 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from streaming.aggregate.checkpoints import decode_checkpoint, encode_checkpoint, window_config
 from streaming.aggregate.counters import Counters
 from streaming.aggregate.dead_letters import decode_bin, late_record, poison_record
-from streaming.aggregate.windows import AggregatorCheckpoint, LateBin, PartitionWindows, WindowConfig
+from streaming.aggregate.kinds import BarWindows, windows_for
+from streaming.aggregate.windows import LateBin
 from streaming.kernel.errors import StageKafkaError
 from streaming.kernel.records import Bar, DlqRecord, Watermark, decode_watermark, encode
 from streaming.kernel.settings import Settings
@@ -58,45 +59,16 @@ def _retrying(call: Callable[[], None], attempts: int = 5) -> None:
             time.sleep(0.2)
 
 
-def window_config(settings: Settings) -> WindowConfig:
-    """The window settings of AGG_* (grace defaults to REPLAY_MAX_LATE_MS)."""
-    agg = settings.agg
-    return WindowConfig(agg.window_ms, settings.agg_grace_ms, agg.late_policy, agg.revise_horizon_ms,
-                        agg.max_open_windows)
-
-
 def instance_suffix(settings: Settings) -> str:
     """AGG_INSTANCE_ID, or host-pid (then a crashed process's open transaction waits for its timeout)."""
     return settings.agg.instance_id or f"{socket.gethostname()}-{os.getpid()}"
-
-
-def encode_checkpoint(cp: AggregatorCheckpoint) -> str:
-    """Offset-commit metadata (under the broker's offset.metadata.max.bytes, 4096 by default)."""
-    data: dict[str, Any] = {"rebuild_from": cp.rebuild_from, "watermark": cp.watermark}
-    if cp.closes:
-        data["closes"] = sorted(cp.closes.items())
-    return json.dumps(data, separators=(",", ":"))
-
-
-def decode_checkpoint(metadata: str | None, committed: int) -> AggregatorCheckpoint:
-    """The checkpoint in a committed offset's metadata; plain offsets (no metadata) rebuild nothing."""
-    if not metadata:
-        return AggregatorCheckpoint(committed, None)
-    try:
-        data = json.loads(metadata)
-        rebuild_from = int(data["rebuild_from"])
-        watermark = data.get("watermark")
-        closes = {int(start): int(offset) for start, offset in data.get("closes", [])}
-        return AggregatorCheckpoint(min(rebuild_from, committed), None if watermark is None else int(watermark), closes)
-    except (ValueError, KeyError, TypeError):
-        return AggregatorCheckpoint(committed, None)
 
 
 @dataclass
 class InputPartitionState:
     """One assigned input partition: its windows and where reading stands."""
 
-    windows: PartitionWindows
+    windows: BarWindows
     next_offset: int  # next offset to process (-1: nothing read or committed yet)
     rebuild_until: int  # offsets below this were processed before: rebuild only
     last_input: float = field(default_factory=time.monotonic)
@@ -219,6 +191,7 @@ class Aggregator:
                 if self.align:
                     self._align_watermarks(mono)
                 self._flush_idle(mono)
+                self._gauge_open_windows()  # also after flushes and rebalances, which no batch follows
             if self._dirty and (self._commit_now or mono - last_commit >= self.commit_s):
                 self._commit()
                 last_commit = time.monotonic()
@@ -279,10 +252,17 @@ class Aggregator:
             counters.bins_in += 1
             windows = st.windows
             windows.add(decoded, offset, clock)
+            if windows.open_count > counters.open_windows_peak:
+                counters.open_windows_peak = windows.open_count
             if windows.bars or windows.late:
                 self._emit(p, windows, clock)
+        self._gauge_open_windows()
 
-    def _on_watermark(self, partition: int, windows: PartitionWindows, watermark: Watermark, offset: int,
+    def _gauge_open_windows(self) -> None:
+        """The open-windows gauge: (symbol, window) pairs open over all assigned partitions."""
+        self.counters.open_windows = sum(st.windows.open_count for st in self.states.values())
+
+    def _on_watermark(self, partition: int, windows: BarWindows, watermark: Watermark, offset: int,
                       clock: int) -> None:
         """The producer promised no bin starting before `watermark_ms` follows here: close what that passes.
 
@@ -291,7 +271,11 @@ class Aggregator:
         watermark already holds it.
         """
         self.counters.watermarks_in += 1
-        if windows.advance_watermark(watermark.watermark_ms, clock, offset + 1):
+        closed = windows.advance_watermark(watermark.watermark_ms, clock, offset + 1)
+        if watermark.final:
+            # The end of the job's input: every open bar is complete, whatever its size.
+            closed += windows.finish(clock, offset + 1)
+        if closed:
             self.counters.watermark_closes += 1
             self._commit_now = True
             self._emit(partition, windows, clock)
@@ -323,7 +307,7 @@ class Aggregator:
                     raise
         return []
 
-    def _emit(self, partition: int, windows: PartitionWindows, clock: int) -> None:
+    def _emit(self, partition: int, windows: BarWindows, clock: int) -> None:
         bars, late = windows.drain()
         self._produce_bars(partition, bars, clock)
         for x in late:
@@ -386,7 +370,7 @@ class Aggregator:
         clock = now_ms()
         for p, st in self.states.items():
             windows = st.windows
-            if not windows.open or st.rebuilding or mono - st.last_input < self.idle_s:
+            if not windows.open_count or st.rebuilding or mono - st.last_input < self.idle_s:
                 continue
             if not self._caught_up(p, st):
                 continue  # a backlog is not a quiet partition: more data is on its way
@@ -411,8 +395,9 @@ class Aggregator:
         clock: int | None = None
         for p, st in self.states.items():
             windows = st.windows
-            if (not windows.open or st.rebuilding or target <= windows.watermark
-                    or min(windows.open) + self.window_ms > target or mono - st.last_input < ALIGN_QUIET_S):
+            oldest_end = windows.oldest_open_end()
+            if (oldest_end is None or st.rebuilding or target <= windows.watermark
+                    or oldest_end > target or mono - st.last_input < ALIGN_QUIET_S):
                 continue
             _low, high = self.consumer.get_watermark_offsets(TopicPartition(self.kafka.topic_raw, p), timeout=1.0)
             if st.next_offset < high and self._position(p) < high:
@@ -514,11 +499,11 @@ class Aggregator:
             if tp.error is not None:
                 raise KafkaException(tp.error)
             if tp.offset < 0:  # nothing committed yet: from the beginning, nothing to rebuild
-                self.states[tp.partition] = InputPartitionState(PartitionWindows(self.config), -1, -1)
+                self.states[tp.partition] = InputPartitionState(windows_for(self.config), -1, -1)
                 starts.append(TopicPartition(tp.topic, tp.partition, OFFSET_INVALID))
                 continue
             cp = decode_checkpoint(tp.metadata, tp.offset)
-            windows = PartitionWindows(self.config, cp.watermark, cp.closes)
+            windows = windows_for(self.config, cp.watermark, cp.closes)
             self.states[tp.partition] = InputPartitionState(windows, cp.rebuild_from, tp.offset)
             starts.append(TopicPartition(tp.topic, tp.partition, cp.rebuild_from))
         return starts
@@ -560,7 +545,7 @@ class Aggregator:
 
     def _group_done(self) -> bool:
         """Whether the group is done: input exists and every partition is committed to its end, no window open."""
-        if any(st.windows.open or st.rebuilding for st in self.states.values()):
+        if any(st.windows.open_count or st.rebuilding for st in self.states.values()):
             return False
         md = self.consumer.list_topics(self.kafka.topic_raw, timeout=10)
         topic = md.topics.get(self.kafka.topic_raw)

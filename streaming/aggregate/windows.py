@@ -25,8 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from streaming.kernel.bar_spec import BarSpec, make_bar_id, time_bars
 from streaming.kernel.bounds import MAX_NOTIONAL_UNITS, MAX_VOLUME, PRICE_SCALE
-from streaming.kernel.records import Bar, Bin, make_bar_id
+from streaming.kernel.records import Bar, Bin
 
 NO_WATERMARK = -(2**62)
 # A bar's notional in dollars stays within the micro-dollar bound of the contract.
@@ -43,6 +44,11 @@ class WindowConfig:
     late_policy: LatePolicy = "dlq"
     revise_horizon_ms: int = 60_000
     max_open_windows: int = 1_000_000
+
+    @property
+    def spec(self) -> BarSpec:
+        """The spec of the bars these windows cut (time bars of `window_ms`)."""
+        return time_bars(self.window_ms)
 
 
 @dataclass(frozen=True)
@@ -144,11 +150,12 @@ class WindowAcc:
         if sent is not None and (self.api_send_ts_ms is None or sent < self.api_send_ts_ms):
             self.api_send_ts_ms = sent
 
-    def to_bar(self, now_ms: int) -> Bar:
+    def to_bar(self, now_ms: int, spec: BarSpec) -> Bar:
         """The bar of this window as it stands (vwap = close when there is no volume)."""
         return Bar(
-            bar_id=make_bar_id(self.symbol, self.start),
+            bar_id=make_bar_id(self.symbol, self.start, spec),
             symbol=self.symbol,
+            spec=spec.text,
             start_ts_ms=self.start,
             end_ts_ms=self.end,
             open=self.open,
@@ -175,7 +182,10 @@ class WindowAcc:
 
 
 class PartitionWindows:
-    """Open windows and watermark of one input partition; emitted bars and late bins queue up for `drain`."""
+    """Open windows and watermark of one input partition; emitted bars and late bins queue up for `drain`.
+
+    The time-bar implementation of `streaming.aggregate.kinds.BarWindows`.
+    """
 
     def __init__(self, config: WindowConfig, watermark: int | None = None,
                  closes: dict[int, int] | None = None) -> None:
@@ -191,6 +201,7 @@ class PartitionWindows:
         self._next_close_end = 2**62
         self._window = config.window_ms
         self._grace = config.grace_ms
+        self.spec = config.spec
 
     # -- the hot path ---------------------------------------------------------------
 
@@ -272,7 +283,15 @@ class PartitionWindows:
         self._close_until(self.watermark, now_ms, next_offset)
         return len(self.bars) - before
 
-    flush_all = flush_idle
+    def finish(self, now_ms: int, next_offset: int = 0) -> int:
+        """The end of the input (a final watermark, a file's end): close every open window; returns bars emitted."""
+        return self.flush_idle(now_ms, next_offset)
+
+    flush_all = finish
+
+    def oldest_open_end(self) -> int | None:
+        """The end of the oldest open window, None when none is open."""
+        return min(self.open) + self._window if self.open else None
 
     def advance_watermark(self, watermark: int, now_ms: int, next_offset: int = 0) -> int:
         """An event-time bound from outside this partition's bins: close what it passes; returns bars emitted."""
@@ -319,7 +338,7 @@ class PartitionWindows:
         bucket = self.open.pop(start)
         self.open_count -= len(bucket)
         for symbol in sorted(bucket):
-            self.bars.append(bucket[symbol].to_bar(now_ms))
+            self.bars.append(bucket[symbol].to_bar(now_ms, self.spec))
         if self.config.late_policy == "revise":
             self.closed[start] = bucket
             self.closes[start] = next_offset
@@ -364,7 +383,7 @@ class PartitionWindows:
         else:
             acc.merge(b, offset)
             acc.revision += 1
-        self.bars.append(acc.to_bar(now_ms))
+        self.bars.append(acc.to_bar(now_ms, self.spec))
 
     def _rebuild_closed(self, b: Bin, offset: int, start: int, end: int) -> None:
         """Revise policy: closed windows inside the horizon get their bins back, late ones as revisions."""

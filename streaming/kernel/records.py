@@ -34,10 +34,16 @@ class Bin(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Bar(msgspec.Struct, frozen=True, kw_only=True):
-    """One final 1 s OHLCV bar of one symbol (ticks.agg.1s)."""
+    """One final OHLCV bar of one symbol (ticks.agg.1s for the default spec, time-1s).
+
+    `spec` is the canonical text of its `BarSpec` (`time-1s`, `time-5s`) and ends its
+    `bar_id`, so bars of two sizes never share an id. It has no default: a bar without one
+    (written before the spec was part of the contract) is refused where it is read.
+    """
 
     bar_id: str
     symbol: str
+    spec: str
     start_ts_ms: int
     end_ts_ms: int
     open: float
@@ -85,6 +91,9 @@ class Watermark(msgspec.Struct, frozen=True, kw_only=True):
     watermark_ms: int
     job_id: str
     source: str = "replay"
+    # The end of the job's input: nothing at all follows on this partition from this job, so every
+    # open window closes, whatever its size (not only those ending by `watermark_ms`).
+    final: bool = False
 
 
 WATERMARK_KEY = b"__watermark__"
@@ -92,12 +101,7 @@ _WATERMARK_PREFIX = b'{"type":"watermark"'
 
 
 def make_bin_id(symbol: str, start_ts_ms: int) -> str:
-    """`<SYMBOL>-<start_ms 13 digits>`, the bin's idempotency key."""
-    return f"{symbol}-{start_ts_ms:013d}"
-
-
-def make_bar_id(symbol: str, start_ts_ms: int) -> str:
-    """`<SYMBOL>-<start_ms 13 digits>`, the bar's idempotency key."""
+    """`<SYMBOL>-<start_ms 13 digits>`, the bin's idempotency key (a bar's id adds its spec: bar_spec.make_bar_id)."""
     return f"{symbol}-{start_ts_ms:013d}"
 
 

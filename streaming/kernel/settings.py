@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from streaming.kernel.bar_spec import DEFAULT_BAR_SPEC, BarSpec, bar_topic, time_bars
 from streaming.kernel.bounds import SYMBOL_RULE, is_symbol
 from streaming.kernel.errors import ConfigError
 from streaming.kernel.warehouse.schema import FACT_SPECS
@@ -24,6 +25,9 @@ from streaming.kernel.warehouse.schema import FACT_SPECS
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # The warehouse's fact windows (the registry's resolutions): every bar must lie inside one of each.
 FACT_WINDOWS_MS = tuple(spec.window_ms for spec in FACT_SPECS)
+# The aggregator's names for the default spec (time-1s); another spec gets `<name>-<spec>` unless set.
+DEFAULT_AGG_GROUP_ID = "tick-aggregator"
+DEFAULT_AGG_TRANSACTIONAL_ID_PREFIX = "tick-aggregator"
 
 # The stages that may each authenticate as their own Kafka principal (KAFKA_<STAGE>_SASL_*).
 Stage = Literal["replay", "agg", "warehouse", "dashboard", "validate"]
@@ -56,7 +60,9 @@ class KafkaSettings(BaseSettings):
 
     brokers: str = "127.0.0.1:9092"
     topic_raw: str = "ticks.raw"
-    topic_agg: str = "ticks.agg.1s"
+    # The bar topic. Left unset, load_settings names it after the bar spec (AGG_WINDOW_MS):
+    # ticks.agg.1s for 1 s bars, ticks.agg.5s for 5 s bars.
+    topic_agg: str = bar_topic(DEFAULT_BAR_SPEC)
     topic_dlq: str = "ticks.dlq"
     partitions: int = Field(6, ge=1, le=1000)
     dlq_partitions: int = Field(1, ge=1, le=1000)
@@ -184,7 +190,7 @@ class ReplaySettings(BaseSettings):
 
 
 class AggSettings(BaseSettings):
-    """The 1 s bar aggregator."""
+    """The bar aggregator (time bars of AGG_WINDOW_MS, 1 s by default)."""
 
     model_config = _cfg("AGG_")
 
@@ -193,8 +199,10 @@ class AggSettings(BaseSettings):
     idle_timeout_ms: int = Field(2_000, ge=1)
     late_policy: Literal["dlq", "revise"] = "dlq"
     revise_horizon_ms: int = Field(60_000, ge=0)
-    group_id: str = "tick-aggregator"
-    transactional_id_prefix: str = "tick-aggregator"
+    # Left unset, both are suffixed with the bar spec for any spec but time-1s (load_settings), so
+    # a 5 s aggregator never joins the 1 s aggregator's group nor fences its transactions.
+    group_id: str = DEFAULT_AGG_GROUP_ID
+    transactional_id_prefix: str = DEFAULT_AGG_TRANSACTIONAL_ID_PREFIX
     # Stable per-process suffix of transactional.id (and static group.instance.id); default host-pid.
     instance_id: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,100}$")
     exactly_once: bool = True
@@ -206,6 +214,11 @@ class AggSettings(BaseSettings):
     progress_interval_s: float = Field(2.0, gt=0)
     # In-process restarts of the Kafka clients after a fatal error (fenced, timed out), from the commits.
     max_restarts: int = Field(5, ge=0)
+
+    @property
+    def spec(self) -> BarSpec:
+        """The spec of the bars this aggregator cuts (time bars of AGG_WINDOW_MS)."""
+        return time_bars(self.window_ms)
 
 
 class ApiSettings(BaseSettings):
@@ -254,11 +267,20 @@ class WarehouseSettings(BaseSettings):
 
     target: Literal["auto", "duckdb", "snowflake"] = Field("auto", validation_alias=_renamed("TARGET"))
     duckdb_path: Path = Field(PROJECT_ROOT / "data" / "warehouse.duckdb", validation_alias=_renamed("DUCKDB_PATH"))
-    # A bounded set of 5-minute partitions keeps Dagster's UI and checks fast: 288 per day.
-    partitions_start: str = Field("2024-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$",
+    # Partitions are the 5-minute windows of the exchange's sessions (78 per NYSE regular day).
+    # The default starts at a recent date, so an unset range is under a year of partitions;
+    # `make demo` and `make pipeline` start it where the replayed data starts.
+    partitions_start: str = Field("2026-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$",
                                   validation_alias=_renamed("PARTITIONS_START"))
     partitions_end: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}$",  # exclusive; None = open
                                        validation_alias=_renamed("PARTITIONS_END"))
+    # Which hours hold fact partitions: the exchange's regular session, or extended hours
+    # (04:00-20:00 New York for NYSE), or `always` (every UTC day around the clock: 24/7 markets,
+    # replays shifted to now). Bars outside them are counted by the facts' checks.
+    session_hours: Literal["regular", "extended", "always"] = Field(
+        "regular", validation_alias=_renamed("SESSION_HOURS"))
+    exchange: str = Field("XNYS", pattern=r"^[A-Z0-9]{2,8}$",  # an exchange_calendars code
+                          validation_alias=_renamed("EXCHANGE"))
     consumer_group: str = Field("tick-platform-facts", validation_alias=_renamed("CONSUMER_GROUP"))
     freshness_sla_s: int = Field(30, ge=1, validation_alias=_renamed("FRESHNESS_SLA_S"))
 
@@ -361,6 +383,7 @@ def load_settings(env_file: str | None = None, **overrides: dict[str, Any]) -> S
             prefix = str(section.model_config.get("env_prefix", ""))
             raise ConfigError(f"{prefix}{field}".upper() + f": not valid JSON ({text})") from None
     _check_windows(built["replay"], built["agg"])
+    built["kafka"], built["agg"] = _names_of_spec(built["kafka"], built["agg"])
     _warn_deprecated_names(chosen)
     return Settings(**built)
 
@@ -369,7 +392,10 @@ _log = logging.getLogger(__name__)
 # The WAREHOUSE_* settings read under their pre-issue-16 SNOWFLAKE_* names (WarehouseSettings).
 DEPRECATED_NAMES = {
     f"SNOWFLAKE_{name}": f"WAREHOUSE_{name}"
-    for name in ("TARGET", "DUCKDB_PATH", "PARTITIONS_START", "PARTITIONS_END", "CONSUMER_GROUP", "FRESHNESS_SLA_S")
+    for name in (
+        "TARGET", "DUCKDB_PATH", "PARTITIONS_START", "PARTITIONS_END", "SESSION_HOURS", "EXCHANGE",
+        "CONSUMER_GROUP", "FRESHNESS_SLA_S",
+    )
 }
 
 
@@ -389,6 +415,22 @@ def _warn_deprecated_names(env_file: str | None) -> None:
     if old:
         _log.warning("deprecated setting name(s) %s: rename to %s (read as before until then)",
                      ", ".join(old), ", ".join(DEPRECATED_NAMES[n] for n in old))
+
+
+def _names_of_spec(kafka: KafkaSettings, agg: AggSettings) -> tuple[KafkaSettings, AggSettings]:
+    """The bar topic, group and transactional id of AGG_WINDOW_MS's spec where they were left unset.
+
+    Set in the environment, the env file or a CLI flag, a name wins as given (pydantic records
+    every value it was handed in `model_fields_set`, defaults are not among them).
+    """
+    spec = agg.spec
+    if "topic_agg" not in kafka.model_fields_set:
+        kafka = kafka.model_copy(update={"topic_agg": bar_topic(spec)})
+    if spec != DEFAULT_BAR_SPEC:
+        suffixed = {name: f"{getattr(agg, name)}-{spec.text}" for name in ("group_id", "transactional_id_prefix")
+                    if name not in agg.model_fields_set}
+        agg = agg.model_copy(update=suffixed)
+    return kafka, agg
 
 
 def _check_windows(replay: ReplaySettings, agg: AggSettings) -> None:

@@ -23,10 +23,10 @@ class TopicSpec:
 
 
 def topic_specs(kafka: KafkaSettings) -> list[TopicSpec]:
-    """ticks.raw, ticks.agg.1s and ticks.dlq with the configured names and shapes."""
+    """ticks.raw, the bar topic (ticks.agg.1s by default) and ticks.dlq with the configured names and shapes."""
     return [
         TopicSpec(kafka.topic_raw, kafka.partitions, kafka.retention_ms, "10 ms bins, key = symbol"),
-        TopicSpec(kafka.topic_agg, kafka.partitions, kafka.retention_ms, "final 1 s bars, key = symbol"),
+        TopicSpec(kafka.topic_agg, kafka.partitions, kafka.retention_ms, "final bars, key = symbol"),
         TopicSpec(kafka.topic_dlq, kafka.dlq_partitions, kafka.dlq_retention_ms, "rejected input with reason"),
     ]
 

@@ -44,6 +44,8 @@ class Step:
     due_ms: float | None = None
     # With watermark records on: no bin starting before this follows (the sink writes it to every partition).
     watermark_ms: int | None = None
+    # With watermark_ms: the end of the input, nothing at all follows from this job (a final watermark).
+    final: bool = False
 
 
 def _is_url(source: str) -> bool:
@@ -167,12 +169,17 @@ class ReplayEngine:
     def _final(self, bins: pl.DataFrame, last: bool) -> Step:
         """The step of a flush: every bin is out, so the watermark moves past the last one.
 
-        At the end of the input it moves on to the next whole second, so the last 1 s window
-        closes too (nothing of this job follows; a later live replay starts after now). Between
-        two rounds of a loop it stops at the last bin's end: the next round follows.
+        At the end of the input it is a final watermark: a promise that nothing at all follows
+        from this job, so every open bar closes whatever its size (the producer knows nothing of
+        bar sizes; a later live replay starts after now). Between two rounds of a loop it stops
+        at the last bin's end: the next round follows.
         """
         end = int(bins["end_ts_ms"].max()) if bins.height else self.binner.watermark  # type: ignore[arg-type]
-        return Step(bins, watermark_ms=self._promise(-(-end // 1000) * 1000 if last else end))
+        if last and self.watermarks:
+            # Sent even when it does not move the watermark: "nothing follows" is news of its own.
+            self._watermark_sent = max(self._watermark_sent, end)
+            return Step(bins, watermark_ms=self._watermark_sent, final=True)
+        return Step(bins, watermark_ms=self._promise(end))
 
     def _watermark_due(self) -> int | None:
         """The promise of the binner's watermark (bins ending after it are still open), when due to be sent."""

@@ -88,19 +88,19 @@ class KafkaSink:
         for record in step.dlq:
             self._produce(self.kafka.topic_dlq, encode(record), DLQ_KEY)
         if step.watermark_ms is not None:
-            self._write_watermark(step.watermark_ms)
+            self._write_watermark(step.watermark_ms, step.final)
         self.producer.poll(0)
         self._raise_delivery_errors()
 
-    def _write_watermark(self, watermark_ms: int) -> None:
-        """One watermark record per partition, after the bins it vouches for (same transaction)."""
+    def _write_watermark(self, watermark_ms: int, final: bool = False) -> None:
+        """One watermark record per partition, after the bins it vouches for (same transaction); `final` at the end."""
         topic = self.kafka.topic_raw
         if self._partitions is None:
             meta = self.producer.list_topics(topic, timeout=10).topics.get(topic)
             if meta is None or meta.error is not None or not meta.partitions:
                 raise StageKafkaError(f"cannot write watermarks: topic {topic} has no partitions")
             self._partitions = sorted(meta.partitions)
-        value = encode(Watermark(watermark_ms=watermark_ms, job_id=self.job_id))
+        value = encode(Watermark(watermark_ms=watermark_ms, job_id=self.job_id, final=final))
         callback = None if self.transactional else self._on_delivery
         for partition in self._partitions:
             self.producer.produce(topic, value, WATERMARK_KEY, partition=partition, on_delivery=callback)

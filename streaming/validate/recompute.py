@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from streaming.kernel.bar_spec import time_bars
+
 BIN_FIELDS_INT = ["start_ts_ms", "end_ts_ms", "volume", "trade_count"]
 BIN_FIELDS_FLOAT = ["open", "high", "low", "close", "notional"]
 BAR_FIELDS_INT = [*BIN_FIELDS_INT, "bin_count"]
@@ -108,6 +110,8 @@ def bars_from_bins(bins: pl.DataFrame, window_ms: int) -> pl.DataFrame:
 
 
 def _finish_bars(bars: pl.DataFrame, window_ms: int) -> pl.DataFrame:
+    # The contract's spec text (kernel/bar_spec.py) ends the bar_id: bars of another size never match.
+    spec = time_bars(window_ms).text
     return (
         bars.with_columns(
             (pl.col("start_ts_ms") + window_ms).alias("end_ts_ms"),
@@ -116,7 +120,8 @@ def _finish_bars(bars: pl.DataFrame, window_ms: int) -> pl.DataFrame:
             .then(pl.col("close"))
             .otherwise(pl.col("notional") / pl.col("volume"))
             .alias("vwap"),
-            _id("symbol", "start_ts_ms"),
+            (_id("symbol", "start_ts_ms") + f"-{spec}").alias("id"),
+            pl.lit(spec).alias("spec"),
         )
         .rename({"id": "bar_id"})
         .sort(["symbol", "start_ts_ms"])

@@ -37,6 +37,7 @@ BIN_SCHEMA: dict[str, type[pl.DataType] | pl.DataType] = {
 BAR_SCHEMA: dict[str, type[pl.DataType] | pl.DataType] = {
     "bar_id": pl.String,
     "symbol": pl.String,
+    "spec": pl.String,
     "start_ts_ms": pl.Int64,
     "end_ts_ms": pl.Int64,
     "open": pl.Float64,

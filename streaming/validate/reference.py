@@ -39,7 +39,8 @@ def reference_bars(bins: list[Bin], window_ms: int = 1_000, ingest_ts_ms: int = 
     bars = bars_from_bins(frame, window_ms)
     return [
         Bar(
-            bar_id=row["bar_id"], symbol=row["symbol"], start_ts_ms=row["start_ts_ms"], end_ts_ms=row["end_ts_ms"],
+            bar_id=row["bar_id"], symbol=row["symbol"], spec=row["spec"],
+            start_ts_ms=row["start_ts_ms"], end_ts_ms=row["end_ts_ms"],
             open=row["open"], high=row["high"], low=row["low"], close=row["close"], volume=row["volume"],
             notional=row["notional"], vwap=row["vwap"], trade_count=row["trade_count"], bin_count=row["bin_count"],
             max_lateness_ms=0, api_send_ts_ms=row["api_send_ts_ms"], source_event_ts_ms=row["start_ts_ms"],

@@ -9,7 +9,7 @@ from dagster import AssetExecutionContext, AutomationCondition, Config, Material
 
 from streaming.kernel.settings import PROJECT_ROOT
 from tick_platform.assets.facts import FACT_60S_KEY, WAREHOUSE_POOL, WAREHOUSE_RETRY
-from tick_platform.calendar import session_minutes
+from tick_platform.calendar import SessionHours, session_minutes
 from tick_platform.resources import WarehouseConnection, WarehouseResource
 from tick_platform.warehouse_sql import DIM_CALENDAR, DIM_SYMBOL, FACT_60S, Table
 
@@ -99,7 +99,12 @@ def dim_symbol(
 @asset(deps=[FACT_60S_KEY], group_name="dimensions", pool=WAREHOUSE_POOL, kinds={"sql"},
        automation_condition=REFRESH_AFTER_FACTS, retry_policy=WAREHOUSE_RETRY)
 def dim_calendar(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult[Any]:
-    """CORE.DIM_CALENDAR: NYSE regular-session minutes of the current year and every year in the facts."""
+    """CORE.DIM_CALENDAR: the trading minutes of the current year and every year in the facts.
+
+    From the same calendar as the facts' partitions: the session hours and exchange the latest fact
+    run recorded (NYSE regular hours before any), holidays and early closes from exchange_calendars.
+    """
+    hours, exchange = _facts_calendar(context)
     with warehouse.connect() as conn:
         conn.ensure_schema()
         seen = conn.query(f"SELECT DISTINCT EXTRACT(YEAR FROM START_TS) AS Y FROM {FACT_60S.qualified}")
@@ -108,7 +113,23 @@ def dim_calendar(context: AssetExecutionContext, warehouse: WarehouseResource) -
             if seen.height
             else [datetime.now(tz=UTC).year]
         )
-        frame = session_minutes(years)
+        frame = session_minutes(years, hours, exchange)
         replace_table(conn, DIM_CALENDAR, frame)
-    context.log.info(f"dim_calendar: {frame.height} trading minutes for {years}")
-    return MaterializeResult(metadata={"rows": MetadataValue.int(frame.height), "years": MetadataValue.json(years)})
+    context.log.info(f"dim_calendar: {frame.height} trading minutes of {exchange} ({hours} hours) for {years}")
+    return MaterializeResult(
+        metadata={
+            "rows": MetadataValue.int(frame.height),
+            "years": MetadataValue.json(years),
+            "session_hours": MetadataValue.text(hours),
+            "exchange": MetadataValue.text(exchange),
+        }
+    )
+
+
+def _facts_calendar(context: AssetExecutionContext) -> tuple[SessionHours, str]:
+    """The session hours and exchange of the latest fact materialization (defaults before any)."""
+    event = context.instance.get_latest_materialization_event(FACT_60S_KEY)
+    meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
+    extended = "session_hours" in meta and meta["session_hours"].value == "extended"
+    hours: SessionHours = "extended" if extended else "regular"
+    return hours, str(meta["exchange"].value) if "exchange" in meta else "XNYS"

@@ -6,6 +6,7 @@
 """
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
@@ -28,8 +29,16 @@ from streaming.kernel.errors import KafkaAccessError
 from streaming.kernel.settings import KafkaSettings
 from streaming.kernel.warehouse.schema import FACT_SPECS, FACTS_60S, FACTS_300S, FactSpec, fact_spec
 from tick_platform.bar_reader import OffsetRange, read_window, warehouse_access
-from tick_platform.fact_store import RetainedWindowError, RetentionGuard, replace_window
-from tick_platform.partitions import to_ms
+from tick_platform.calendar import (
+    SessionHours,
+    TradingCalendar,
+    calendar_covering,
+    key_start_ms,
+    outside_session,
+    session_bars,
+)
+from tick_platform.fact_store import RetainedWindowError, RetentionGuard, naive_utc, replace_window
+from tick_platform.partitions import WINDOW_MS
 from tick_platform.resources import KafkaResource, WarehouseResource
 from tick_platform.rollup import bars_frame, latest_revisions, rollup_bars
 
@@ -70,19 +79,50 @@ def commit_progress(kafka: KafkaSettings, group: str, ranges: list[OffsetRange])
         consumer.close()
 
 
+@dataclass(frozen=True)
+class RunWindows:
+    """The session windows one run replaces and the event-time range it reads for them."""
+
+    windows: list[int]
+    read_start_ms: int
+    end_ms: int
+
+
+def run_windows(first_key: str, last_key: str, calendar: TradingCalendar) -> RunWindows:
+    """The windows of the partition range `first_key`..`last_key` and the range of bars read for them.
+
+    The read starts at the previous session's close when the range starts a session, so the bars
+    between two sessions are read (and reported) once, by the next session's first window,
+    however the windows are grouped into runs.
+    """
+    first_ms, end_ms = calendar.key_start_ms(first_key), calendar.key_start_ms(last_key) + WINDOW_MS
+    gap = calendar.gap_before(first_ms)
+    return RunWindows(calendar.windows(first_ms, end_ms), gap if gap is not None else first_ms, end_ms)
+
+
 def fact_ticks_window(
-    context: AssetExecutionContext, kafka: KafkaResource, warehouse: WarehouseResource
+    context: AssetExecutionContext,
+    kafka: KafkaResource,
+    warehouse: WarehouseResource,
+    session_hours: SessionHours,
+    exchange: str,
 ) -> Iterator[MaterializeResult[Any]]:
-    """Read the window's bars by offsets, roll them up, replace the window's rows in one transaction."""
-    window = context.partition_time_window  # the whole range in a single-run backfill
-    start_ms, end_ms = to_ms(window.start), to_ms(window.end)
+    """Read the windows' bars by offsets, roll up those inside the sessions, replace the range in one transaction."""
+    keys = context.partition_key_range  # the whole range in a single-run backfill
+    first_ms, last_end = key_start_ms(keys.start, session_hours), key_start_ms(keys.end, session_hours) + WINDOW_MS
+    calendar = calendar_covering(first_ms, last_end, session_hours, exchange)
+    run = run_windows(keys.start, keys.end, calendar)
+    start_ms, end_ms = run.read_start_ms, run.end_ms
+    label = f"fact_ticks [{keys.start} .. {keys.end}]"
     settings = kafka.settings()
     try:
-        with warehouse_access(settings.kafka, f"fact_ticks [{window.start:%Y-%m-%d %H:%M}, {window.end:%H:%M})"):
+        with warehouse_access(settings.kafka, label):
             read = read_window(settings.kafka, start_ms, end_ms, kafka.horizon_ms())
     except KafkaAccessError as exc:  # one line; not retried (WAREHOUSE_RETRY is for the warehouse being away)
         raise Failure(description=str(exc), allow_retries=False) from None
-    bars = bars_frame(read.bars)
+    all_bars = bars_frame(read.bars)
+    bars = session_bars(all_bars, calendar)
+    outside = latest_revisions(outside_session(all_bars, calendar))
     rows = {spec: rollup_bars(bars, spec.window_s) for spec in FACT_SPECS}
     guard = RetentionGuard(read.truncated, settings.kafka.topic_agg) if read.truncated else None
     try:
@@ -95,25 +135,35 @@ def fact_ticks_window(
     except KafkaException as exc:  # informational only: the facts are written, lag shows next time
         context.log.warning(f"could not commit progress of {settings.warehouse.consumer_group}: {exc}")
     unique_bars = latest_revisions(bars).height
+    if outside.height:
+        context.log.warning(
+            f"{label}: {outside.height} bar(s) outside the {session_hours} sessions of {exchange} "
+            f"from {naive_utc(int(outside['start_ts_ms'].min())):%Y-%m-%d %H:%M:%S} to "  # type: ignore[arg-type]
+            f"{naive_utc(int(outside['start_ts_ms'].max())):%Y-%m-%d %H:%M:%S} UTC are not in the facts"  # type: ignore[arg-type]
+        )
     finest = rows[FACT_SPECS[0]]
     common = {
-        "window_start": MetadataValue.text(window.start.isoformat()),
-        "window_end": MetadataValue.text(window.end.isoformat()),
+        "window_start": MetadataValue.text(naive_utc(start_ms).isoformat()),
+        "window_end": MetadataValue.text(naive_utc(end_ms).isoformat()),
         "window_start_ms": MetadataValue.int(start_ms),
         "window_end_ms": MetadataValue.int(end_ms),
+        "session_windows": MetadataValue.int(len(run.windows)),
+        "session_hours": MetadataValue.text(session_hours),
+        "exchange": MetadataValue.text(exchange),
         "topic": MetadataValue.text(settings.kafka.topic_agg),
         "offsets": MetadataValue.json(read.offsets_json()),
         "bars_read": MetadataValue.int(len(read.bars)),
         "bars_1s": MetadataValue.int(unique_bars),
-        "revisions_superseded": MetadataValue.int(len(read.bars) - unique_bars),
+        "bars_outside_session": MetadataValue.int(outside.height),
+        "revisions_superseded": MetadataValue.int(len(read.bars) - latest_revisions(all_bars).height),
         "undecodable_skipped": MetadataValue.int(read.skipped),
         "partitions_truncated": MetadataValue.json(read.truncated),
         "symbols": MetadataValue.int(finest["SYMBOL"].n_unique() if finest.height else 0),
         "warehouse": MetadataValue.text(warehouse.target),
     }
     context.log.info(
-        f"[{window.start:%Y-%m-%d %H:%M}, {window.end:%H:%M}) UTC: {len(read.bars)} bars from "
-        f"{read.offsets_json()} -> {written}"
+        f"{label} ({len(run.windows)} session windows, bars from {naive_utc(start_ms):%Y-%m-%d %H:%M} to "
+        f"{naive_utc(end_ms):%Y-%m-%d %H:%M} UTC): {len(read.bars)} bars from {read.offsets_json()} -> {written}"
     )
     for spec in FACT_SPECS:
         yield MaterializeResult(
@@ -133,8 +183,21 @@ def fact_asset_spec(spec: FactSpec) -> AssetSpec:
     )
 
 
-def build_fact_ticks(partitions_def: PartitionsDefinition) -> AssetsDefinition:
-    """The multi-asset `fact_ticks` (one asset per registered resolution) over `partitions_def`."""
+def build_fact_ticks(
+    partitions_def: PartitionsDefinition, session_hours: SessionHours = "regular", exchange: str = "XNYS"
+) -> AssetsDefinition:
+    """The multi-asset `fact_ticks` (one asset per registered resolution) over `partitions_def`.
+
+    `session_hours` and `exchange` name the calendar of `partitions_def` (partitions.session_partitions):
+    bars outside its sessions are counted, never rolled up.
+    """
+
+    def fact_ticks(
+        context: AssetExecutionContext, kafka: KafkaResource, warehouse: WarehouseResource
+    ) -> Iterator[MaterializeResult[Any]]:
+        """Read the windows' bars by offsets, roll up those inside the sessions, replace them in one transaction."""
+        yield from fact_ticks_window(context, kafka, warehouse, session_hours, exchange)
+
     return multi_asset(
         specs=[fact_asset_spec(spec) for spec in FACT_SPECS],
         name="fact_ticks",
@@ -144,4 +207,4 @@ def build_fact_ticks(partitions_def: PartitionsDefinition) -> AssetsDefinition:
         retry_policy=WAREHOUSE_RETRY,
         group_name="facts",
         can_subset=False,
-    )(fact_ticks_window)
+    )(fact_ticks)

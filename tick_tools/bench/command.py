@@ -24,13 +24,15 @@ from streaming.kernel.outputs import write_atomic
 from streaming.kernel.settings import PROJECT_ROOT
 from tick_tools.bench.harness import Bench, Figure, Sizes, load_average
 
-SECTIONS = ["limit", "replay", "aggregate", "quix", "latency", "memory", "warehouse", "sensor", "profile"]
+SECTIONS = ["limit", "replay", "aggregate", "quix", "latency", "memory", "warehouse", "sensor", "partitions",
+            "profile"]
 
 
 def _section_runners() -> dict[str, Callable[[Bench], None]]:
     from tick_tools.bench.aggregate_bench import run_aggregate_section, run_quix_section
     from tick_tools.bench.latency import run_latency_section
     from tick_tools.bench.memory import run_memory_section
+    from tick_tools.bench.partitions_bench import run_partitions_section
     from tick_tools.bench.perf_tools import run_limit
     from tick_tools.bench.profiling import run_profile_section
     from tick_tools.bench.replay_bench import run_replay_section
@@ -46,6 +48,7 @@ def _section_runners() -> dict[str, Callable[[Bench], None]]:
         "memory": run_memory_section,
         "warehouse": run_warehouse_section,
         "sensor": run_sensor_section,
+        "partitions": run_partitions_section,
         "profile": run_profile_section,
     }
 

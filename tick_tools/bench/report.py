@@ -306,6 +306,22 @@ def write_report(bench: Bench, out: Path, payload: dict[str, Any], chosen: list[
                       "load: the largest part on this machine) and the run itself (~5 s).", ""]
         else:
             lines += ["Not measured in this run (`--set sensor_windows=N`, 5 minutes per window).", ""]
+    if "partitions" in s:
+        lines += ["## 7c. Fact partitions at history scale", "",
+                  "NYSE regular-session partitions (the default) for 1 and 5 years, against the former "
+                  "around-the-clock 5-minute partitions; Dagster's lookups on the session set walk it, the "
+                  "calendar's binary searches (what the sensor, the schedule, the asset's windows and "
+                  "backfill ranges use) do not:", "",
+                  "| years | sessions | partitions | around the clock | Dagster get_partition_keys | "
+                  "has_partition_key | time_window | range of 100 | calendar is_window | sensor request |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in s["partitions"]["rows"]:
+            lines.append(f"| {r['years']} | {r['sessions']:,} | {r['partitions']:,} | "
+                         f"{r['partitions_around_the_clock']:,} | {r['dagster_get_partition_keys_s']:.2f} s | "
+                         f"{r['dagster_has_partition_key_ms']:.1f} ms | {r['dagster_time_window_ms']:.1f} ms | "
+                         f"{r['dagster_range_100_ms']:.1f} ms | {r['calendar_is_window_us']:.1f} us | "
+                         f"{r['sensor_request_ms']:.1f} ms |")
+        lines.append("")
     if "profile" in s:
         lines += ["## 8. Where the time goes (pyinstrument)", "", *_profile(s["profile"])]
     errors = s.get("errors", {})
