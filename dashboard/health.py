@@ -1,6 +1,7 @@
 """Data for the pipeline-health page: topics, consumer-group lag, DLQ, the latest fact partition.
 
-Kafka and DuckDB are read here; the summaries are plain functions of what was read.
+Kafka and the configured warehouse (through streaming/kernel/warehouse) are read here;
+the summaries are plain functions of what was read.
 """
 
 from __future__ import annotations
@@ -8,16 +9,18 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import msgspec
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from streaming.kernel.errors import WarehouseError, WarehouseLockedError
 from streaming.kernel.records import DlqRecord, dlq_decoder
 from streaming.kernel.settings import KafkaSettings
 from streaming.kernel.topics import TopicInfo, group_lag, list_groups
+from streaming.kernel.warehouse.schema import FACT_SPECS
+from streaming.kernel.warehouse.targets import Warehouse
 
-FACT_TABLES = ("CORE.FACT_TICKS_60S", "CORE.FACT_TICKS_300S")
+FACT_TABLES = tuple(spec.table.qualified for spec in FACT_SPECS)
 PARTITION_S = 300
 INTERNAL_GROUPS = ("tick-platform-inspector",)
 
@@ -138,31 +141,27 @@ def partition_start(ts: datetime, partition_s: int = PARTITION_S) -> datetime:
     return floored.astimezone(ts.tzinfo) if ts.tzinfo else floored.replace(tzinfo=None)
 
 
-def warehouse_status(path: Path) -> list[FactStatus]:
-    """The newest fact rows of the DuckDB file, opened read-only; a missing or locked file is a note, not an error."""
-    if not path.is_file():
-        return [FactStatus(t, None, None, None, None, f"no warehouse file at {path} yet") for t in FACT_TABLES]
-    import duckdb
+def warehouse_status(warehouse: Warehouse) -> list[FactStatus]:
+    """The newest rows of every registered fact table in the configured warehouse (DuckDB opened read-only).
 
+    A missing file, a lock held by a writer or an unreachable account is a note, not an error.
+    """
+    tables = [spec.table for spec in FACT_SPECS]
     try:
-        con = duckdb.connect(str(path), read_only=True)
-    except duckdb.Error as exc:
+        with warehouse.connect() as conn:
+            found = []
+            for table in tables:
+                if not conn.table_exists(table):
+                    found.append(FactStatus(table.qualified, None, None, None, None, "table not created yet"))
+                    continue
+                stats = conn.query(f"SELECT COUNT(*) AS N, MAX(START_TS) AS LATEST, MAX(LOAD_TS) AS LOADED "
+                                   f"FROM {table.qualified}")
+                rows, latest, load = int(stats["N"][0]), stats["LATEST"][0], stats["LOADED"][0]
+                found.append(FactStatus(table.qualified, rows, latest, partition_start(latest) if latest else None,
+                                        load, "ok" if rows else "empty"))
+            return found
+    except WarehouseLockedError:
         note = "the warehouse is locked by a writer (a materialization is running); try again shortly"
-        if "lock" not in str(exc).lower():
-            note = f"cannot open {path}: {str(exc).splitlines()[0]}"
-        return [FactStatus(t, None, None, None, None, note) for t in FACT_TABLES]
-    try:
-        found = []
-        for table in FACT_TABLES:
-            try:
-                rows, latest, load = con.execute(
-                    f"SELECT count(*), max(START_TS), max(LOAD_TS) FROM {table}"
-                ).fetchone() or (0, None, None)
-            except duckdb.CatalogException:
-                found.append(FactStatus(table, None, None, None, None, "table not created yet"))
-                continue
-            found.append(FactStatus(table, int(rows), latest, partition_start(latest) if latest else None, load,
-                                    "ok" if rows else "empty"))
-        return found
-    finally:
-        con.close()
+    except WarehouseError as exc:
+        note = str(exc).splitlines()[0]
+    return [FactStatus(t.qualified, None, None, None, None, note) for t in tables]

@@ -14,6 +14,7 @@ from dagster import DagsterInstance, materialize
 
 from streaming.kernel.errors import TickPlatformError
 from streaming.kernel.settings import KafkaSettings, Settings, load_settings
+from streaming.kernel.warehouse.schema import FACT_SPECS
 from tick_platform.assets.dimensions import dim_calendar, dim_symbol
 from tick_platform.assets.facts import build_fact_ticks, run_windows
 from tick_platform.calendar import TradingCalendar
@@ -29,8 +30,7 @@ from tick_platform.partitions import (
     range_tags,
     to_ms,
 )
-from tick_platform.resources import KafkaResource, WarehouseResource
-from tick_platform.warehouse_sql import FACT_60S, FACT_300S
+from tick_platform.resources import KafkaResource, WarehouseResource, warehouse_resource
 
 
 class BackfillError(TickPlatformError):
@@ -84,12 +84,12 @@ def partition_range(
     first_ms, end_ms = partitions_bounds_ms(partitions_start, partitions_end, sessions.hours)
     if t0 < first_ms:
         raise BackfillError(
-            f"{naive_utc(t0):%Y-%m-%d %H:%M} UTC is before SNOWFLAKE_PARTITIONS_START={partitions_start}; "
+            f"{naive_utc(t0):%Y-%m-%d %H:%M} UTC is before WAREHOUSE_PARTITIONS_START={partitions_start}; "
             "set it to the replayed day or earlier"
         )
     if end_ms is not None and t1 > end_ms:
         raise BackfillError(
-            f"{naive_utc(t1):%Y-%m-%d %H:%M} UTC is past SNOWFLAKE_PARTITIONS_END={partitions_end}; "
+            f"{naive_utc(t1):%Y-%m-%d %H:%M} UTC is past WAREHOUSE_PARTITIONS_END={partitions_end}; "
             "set it after the replayed day (or leave it empty)"
         )
     windows = sessions.windows(t0, t1)
@@ -113,7 +113,7 @@ def _instance() -> DagsterInstance:
 def _count_rows(warehouse: WarehouseResource, start_ms: int, end_ms: int) -> dict[str, int]:
     counts: dict[str, int] = {}
     with warehouse.connect() as conn:
-        for table in (FACT_60S, FACT_300S):
+        for table in (spec.table for spec in FACT_SPECS):
             frame = conn.query(
                 f"SELECT COUNT(*) AS N FROM {table.qualified} WHERE START_TS >= {{p}} AND START_TS < {{p}}",
                 [naive_utc(start_ms), naive_utc(end_ms)],
@@ -143,7 +143,7 @@ def materialize_facts(
     Raises BackfillError for a range outside the partitions.
     """
     chosen = settings or load_settings(env_file)
-    loader = chosen.loader
+    loader = chosen.warehouse
     calendar = configured_calendar(loader)
     first, last, count = partition_range(start, end, loader.partitions_start, loader.partitions_end, calendar)
     run = run_windows(first, last, calendar)
@@ -151,7 +151,7 @@ def materialize_facts(
     resources = {
         # The same env file as the warehouse: SASL/SSL of a secured broker come from it.
         "kafka": KafkaResource.from_settings(kafka or chosen.kafka, env_file=env_file),
-        "warehouse": WarehouseResource.from_settings(chosen, env_file),
+        "warehouse": warehouse_resource(chosen, env_file),
     }
     dagster_instance = instance or _instance()
     result = materialize(

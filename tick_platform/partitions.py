@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from dagster import TimeWindowPartitionsDefinition
 
-from streaming.kernel.settings import LoaderSettings
+from streaming.kernel.settings import WarehouseSettings
 from tick_platform.calendar import (
     EXCHANGE_TZ,
     SessionHours,
@@ -52,7 +52,7 @@ def calendar_for(
     return trading_calendar(first, last, hours, exchange)
 
 
-def configured_calendar(loader: LoaderSettings) -> TradingCalendar:
+def configured_calendar(loader: WarehouseSettings) -> TradingCalendar:
     """The calendar of the configured partitions (range, session hours, exchange)."""
     return calendar_for(loader.partitions_start, loader.partitions_end, loader.session_hours, loader.exchange)
 
@@ -149,8 +149,8 @@ def fact_partitions(
     return session_partitions(calendar_for(start, end, hours, exchange), start, end)
 
 
-def configured_partitions(loader: LoaderSettings) -> TimeWindowPartitionsDefinition:
-    """The partitions SNOWFLAKE_PARTITIONS_START .. SNOWFLAKE_PARTITIONS_END of `loader`, on its calendar."""
+def configured_partitions(loader: WarehouseSettings) -> TimeWindowPartitionsDefinition:
+    """The partitions WAREHOUSE_PARTITIONS_START .. WAREHOUSE_PARTITIONS_END of `loader`, on its calendar."""
     return session_partitions(configured_calendar(loader), loader.partitions_start, loader.partitions_end)
 
 

@@ -12,6 +12,8 @@ from datetime import datetime
 import polars as pl
 
 from streaming.kernel.records import Bar
+from streaming.kernel.warehouse.schema import FACT_COLUMNS as WAREHOUSE_FACT_COLUMNS
+from streaming.kernel.warehouse.schema import LOAD_TS
 
 DECIMALS = 6
 
@@ -30,37 +32,19 @@ BAR_SCHEMA: dict[str, pl.DataType] = {
     "ingest_ts_ms": pl.Int64(),
 }
 
-FACT_COLUMNS = [
-    "BAR_ID",
-    "SYMBOL",
-    "OPEN",
-    "HIGH",
-    "LOW",
-    "CLOSE",
-    "VOLUME",
-    "NOTIONAL",
-    "VWAP",
-    "SOURCE_COUNT",
-    "START_TS",
-    "END_TS",
-    "INGEST_TS",
-]
-
-FACT_SCHEMA: dict[str, pl.DataType] = {
-    "BAR_ID": pl.String(),
-    "SYMBOL": pl.String(),
-    "OPEN": pl.Float64(),
-    "HIGH": pl.Float64(),
-    "LOW": pl.Float64(),
-    "CLOSE": pl.Float64(),
-    "VOLUME": pl.Int64(),
-    "NOTIONAL": pl.Float64(),
-    "VWAP": pl.Float64(),
-    "SOURCE_COUNT": pl.Int64(),
-    "START_TS": pl.Datetime("ms"),
-    "END_TS": pl.Datetime("ms"),
-    "INGEST_TS": pl.Datetime("ms"),
+# The fact row's polars dtypes per logical column type. The columns themselves are defined once, in
+# the warehouse schema (streaming/kernel/warehouse/schema.py); LOAD_TS is the store's, not the rollup's.
+_POLARS_TYPES: dict[str, pl.DataType] = {
+    "text": pl.String(),
+    "price": pl.Float64(),
+    "money": pl.Float64(),
+    "int": pl.Int64(),
+    "ts": pl.Datetime("ms"),
 }
+FACT_SCHEMA: dict[str, pl.DataType] = {
+    c.name: _POLARS_TYPES[c.kind] for c in WAREHOUSE_FACT_COLUMNS if c.name != LOAD_TS
+}
+FACT_COLUMNS = list(FACT_SCHEMA)
 
 
 def fact_bar_id(symbol: str, start_ms: int, window_s: int) -> str:

@@ -27,10 +27,10 @@ def fact_ticks_schedule(context: ScheduleEvaluationContext, kafka: KafkaResource
         return SkipReason("no scheduled time")
     start = scheduled_window(to_ms(scheduled), kafka.lateness_ms())
     settings = kafka.settings()
-    loader = settings.loader
+    loader = settings.warehouse
     first_ms, end_ms = partitions_bounds_ms(loader.partitions_start, loader.partitions_end, loader.session_hours)
     if start < first_ms or (end_ms is not None and start >= end_ms):
-        return SkipReason("window outside SNOWFLAKE_PARTITIONS_START..SNOWFLAKE_PARTITIONS_END")
+        return SkipReason("window outside WAREHOUSE_PARTITIONS_START..WAREHOUSE_PARTITIONS_END")
     calendar = configured_calendar(loader)
     key = calendar.key(start)
     if not calendar.is_window(start):

@@ -81,18 +81,18 @@ def _evaluate(context: SensorEvaluationContext, kafka: KafkaResource, full: Sett
         # offset would otherwise keep the old topic's newest bar time.
         heads = {h.partition: (h.high, h.last_start_ms) for h in partition_heads(settings)}
     states = advance_states(previous, heads, now_ms)
-    calendar = configured_calendar(full.loader)
+    calendar = configured_calendar(full.warehouse)
     if next_window is None:
         first = first_revision0_start(settings)
         if first is not None:
             next_window = floor_window(first)
-    loader = full.loader
+    loader = full.warehouse
     first_ms, end_ms = partitions_bounds_ms(loader.partitions_start, loader.partitions_end, loader.session_hours)
     if next_window is not None:
         next_window = max(next_window, first_ms)
     closed_end = closed_until(states, now_ms, kafka.idle_ms(), kafka.horizon_ms())
     if closed_end is not None and end_ms is not None:
-        closed_end = min(closed_end, end_ms)  # bars past SNOWFLAKE_PARTITIONS_END have no partition
+        closed_end = min(closed_end, end_ms)  # bars past WAREHOUSE_PARTITIONS_END have no partition
     starts = (
         windows_to_request(next_window, closed_end, MAX_REQUESTS_PER_TICK, calendar) if next_window is not None else []
     )

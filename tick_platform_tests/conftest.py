@@ -34,8 +34,8 @@ for _name in list(os.environ):
 # The facts of the suite are those of the real sample (2010-02-17): the window the sensor and the
 # schedule read when they run, and the one subprocesses get (tests of other days set their own).
 # Definitions in tests are built from settings with it (test_platform_support.sample_definitions).
-os.environ["SNOWFLAKE_PARTITIONS_START"] = SAMPLE_PARTITIONS_START
-os.environ["SNOWFLAKE_PARTITIONS_END"] = SAMPLE_PARTITIONS_END
+os.environ["WAREHOUSE_PARTITIONS_START"] = SAMPLE_PARTITIONS_START
+os.environ["WAREHOUSE_PARTITIONS_END"] = SAMPLE_PARTITIONS_END
 
 SHARED_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "WDC_tickbidask_first_20000.txt"
 OUTPUT_DIR = PROJECT_ROOT / "tick_platform_tests" / "_output"

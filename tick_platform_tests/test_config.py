@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from streaming.kernel.errors import ConfigError
-from streaming.kernel.settings import PROJECT_ROOT, load_settings
+from streaming.kernel.settings import PROJECT_ROOT, deprecated_names_in_use, load_settings
 
 
 def test_defaults_match_the_design() -> None:
@@ -23,7 +23,7 @@ def test_defaults_match_the_design() -> None:
     assert settings.kafka.dlq_retention_ms == 7 * 24 * 60 * 60 * 1000
     assert settings.replay.bin_ms == 10
     assert settings.agg.window_ms == 1000
-    assert settings.use_snowflake is False
+    assert settings.warehouse_target == "duckdb"
 
 
 def test_env_file_then_environment_then_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,16 +46,37 @@ def test_grace_defaults_to_replay_lateness(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_snowflake_is_chosen_when_an_account_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SNOW_ACCOUNT", "xy12345")
-    assert load_settings().use_snowflake is True
-    monkeypatch.setenv("SNOWFLAKE_TARGET", "duckdb")
-    assert load_settings().use_snowflake is False
+    assert load_settings().warehouse_target == "snowflake"
+    monkeypatch.setenv("WAREHOUSE_TARGET", "duckdb")
+    assert load_settings().warehouse_target == "duckdb"
+
+
+def test_the_old_snowflake_names_of_the_warehouse_settings_still_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SNOWFLAKE_* (before issue 16) is a deprecated alias of each WAREHOUSE_* setting; the new name wins."""
+    for name in ("WAREHOUSE_PARTITIONS_START", "WAREHOUSE_PARTITIONS_END"):
+        monkeypatch.delenv(name, raising=False)
+    old = tmp_path / "old.env"
+    old.write_text("SNOWFLAKE_TARGET=snowflake\nSNOWFLAKE_DUCKDB_PATH=/srv/facts.duckdb\n"
+                   "SNOWFLAKE_PARTITIONS_START=2010-02-17\nSNOWFLAKE_PARTITIONS_END=2010-02-19\n"
+                   "SNOWFLAKE_CONSUMER_GROUP=old-facts\nSNOWFLAKE_FRESHNESS_SLA_S=45\n")
+    assert deprecated_names_in_use(str(old)) == ["SNOWFLAKE_CONSUMER_GROUP", "SNOWFLAKE_DUCKDB_PATH",
+        "SNOWFLAKE_FRESHNESS_SLA_S", "SNOWFLAKE_PARTITIONS_END", "SNOWFLAKE_PARTITIONS_START", "SNOWFLAKE_TARGET"]
+    wh = load_settings(str(old)).warehouse
+    assert (wh.target, str(wh.duckdb_path), wh.partitions_start, wh.partitions_end, wh.consumer_group,
+            wh.freshness_sla_s) == ("snowflake", "/srv/facts.duckdb", "2010-02-17", "2010-02-19", "old-facts", 45)
+    monkeypatch.setenv("WAREHOUSE_TARGET", "duckdb")
+    monkeypatch.setenv("WAREHOUSE_CONSUMER_GROUP", "new-facts")
+    wh = load_settings(str(old)).warehouse
+    assert (wh.target, wh.consumer_group, wh.partitions_start) == ("duckdb", "new-facts", "2010-02-17")
 
 
 @pytest.mark.parametrize(
     ("name", "value"),
     [("REPLAY_SPEED", "fast"), ("KAFKA_BROKERS", "nohostport"), ("AGG_LATE_POLICY", "ignore"),
-     ("KAFKA_PARTITIONS", "0"), ("DASHBOARD_PORT", "99999"), ("SNOWFLAKE_PARTITIONS_END", "2010-02-17"),
-     ("SNOWFLAKE_PARTITIONS_START", "17.02.2010")],
+     ("KAFKA_PARTITIONS", "0"), ("DASHBOARD_PORT", "99999"), ("WAREHOUSE_PARTITIONS_END", "2010-02-17"),
+     ("WAREHOUSE_PARTITIONS_START", "17.02.2010")],
 )
 def test_bad_value_names_the_setting(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv(name, value)

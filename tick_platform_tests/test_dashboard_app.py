@@ -20,6 +20,7 @@ from dashboard.feed import stop_all_feeds
 from dashboard.health import FACT_TABLES, warehouse_status
 from streaming.kernel.records import Bar, DlqRecord, encode
 from streaming.kernel.settings import PROJECT_ROOT, KafkaSettings
+from streaming.kernel.warehouse.targets import DuckDBFile
 from tick_platform_tests.test_dashboard_support import dashboard_env
 from tick_tools.broker.runner import free_port_base
 
@@ -169,7 +170,7 @@ def test_health_page_lists_topics_lag_and_dlq(kafka: KafkaSettings, monkeypatch:
         producer.produce(kafka.topic_dlq, key=b"aggregate", value=encode(record))
     producer.produce(kafka.topic_raw, key=b"WDC", value=b"{}")
     producer.flush(30)
-    _env(monkeypatch, {**dashboard_env(kafka), "SNOWFLAKE_DUCKDB_PATH": str(tmp_path / "none.duckdb")})
+    _env(monkeypatch, {**dashboard_env(kafka), "WAREHOUSE_DUCKDB_PATH": str(tmp_path / "none.duckdb")})
     at = AppTest.from_file(HEALTH, default_timeout=60).run()
     assert not at.exception
     topics = at.dataframe[0].value
@@ -189,7 +190,7 @@ def test_health_page_lists_topics_lag_and_dlq(kafka: KafkaSettings, monkeypatch:
 
 def test_health_page_without_broker_shows_a_message(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     _env(monkeypatch, {"KAFKA_BROKERS": f"127.0.0.1:{free_port_base(1)}",
-                       "SNOWFLAKE_DUCKDB_PATH": str(tmp_path / "none.duckdb")})
+                       "WAREHOUSE_DUCKDB_PATH": str(tmp_path / "none.duckdb")})
     at = AppTest.from_file(HEALTH, default_timeout=60).run()
     assert not at.exception
     assert "Cannot reach Kafka" in at.error[0].value
@@ -203,7 +204,7 @@ def test_warehouse_status_reads_the_latest_partition_and_survives_a_lock(tmp_pat
     con.execute("INSERT INTO CORE.FACT_TICKS_60S VALUES ('a', '2010-02-17 14:30:00', '2026-01-01 00:00:00'), "
                 "('b', '2010-02-17 14:36:00', '2026-01-01 00:00:05')")
     con.close()
-    status = {s.table: s for s in warehouse_status(path)}
+    status = {s.table: s for s in warehouse_status(DuckDBFile(path, read_only=True, lock_retry_s=0))}
     assert set(status) == set(FACT_TABLES)
     minute = status["CORE.FACT_TICKS_60S"]
     assert (minute.rows, str(minute.latest_start), str(minute.latest_partition)) == (
@@ -215,7 +216,7 @@ def test_warehouse_status_reads_the_latest_partition_and_survives_a_lock(tmp_pat
          "print('ready', flush=True); time.sleep(60)", str(path)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
-        locked = warehouse_status(path)
+        locked = warehouse_status(DuckDBFile(path, read_only=True, lock_retry_s=0))
         assert all("locked by a writer" in s.note for s in locked), [s.note for s in locked]
         assert all(s.rows is None for s in locked)
     finally:

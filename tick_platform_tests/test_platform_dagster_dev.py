@@ -22,7 +22,7 @@ import polars as pl
 import pytest
 
 from streaming.kernel.settings import PROJECT_ROOT, KafkaSettings
-from tick_platform.checks import FACT_CHECKS
+from tick_platform.checks import FACT_CHECK_NAMES
 from tick_platform_tests.reliability_support import PATIENT_STOP_S, patient_pipeline
 from tick_platform_tests.test_platform_support import assert_facts_equal, expected_ohlcv, read_kibot
 from tick_tools.broker.runner import free_port_base
@@ -94,8 +94,8 @@ def pipeline_env(
         "API_PORT": str(api_port),
         "REPLAY_SPEED": f"{replay_speed:g}",
         "DAGSTER_HOME": str(dagster_home),
-        "SNOWFLAKE_TARGET": "duckdb",
-        "SNOWFLAKE_DUCKDB_PATH": str(db),
+        "WAREHOUSE_TARGET": "duckdb",
+        "WAREHOUSE_DUCKDB_PATH": str(db),
         "PYTHONUNBUFFERED": "1",
     }
 
@@ -106,7 +106,7 @@ def test_sensor_loads_a_real_replay_and_graphql_shows_it(
     port, api_port = free_port_base(1), free_port_base(1, start=40_000)
     db = tmp_path / "warehouse.duckdb"
     env = pipeline_env(kafka, api_port, tmp_path / "dagster_home", db, replay_speed=0)
-    for name in ("SNOWFLAKE_PARTITIONS_START", "SNOWFLAKE_PARTITIONS_END"):
+    for name in ("WAREHOUSE_PARTITIONS_START", "WAREHOUSE_PARTITIONS_END"):
         env.pop(name, None)  # the pipeline gives Dagster the data's days
     log = tmp_path / "pipeline.log"
     with open(log, "wb") as out:
@@ -142,7 +142,7 @@ def test_sensor_loads_a_real_replay_and_graphql_shows_it(
         for key in ("fact_ticks_60s", "fact_ticks_300s")
         for c in nodes[key]["assetChecksOrError"]["checks"]
     }
-    assert len(checks) == len(FACT_CHECKS)
+    assert len(checks) == len(FACT_CHECK_NAMES)
     assert all(e["status"] == "SUCCEEDED" and e["evaluation"]["success"] for e in checks.values()), checks
 
     runs = data["runsOrError"]["results"]

@@ -60,15 +60,15 @@ def test_lineage_partitions_checks_and_automation() -> None:
 
 
 def test_the_partitions_are_those_of_the_settings_built_with() -> None:
-    live = sample_settings(loader={"partitions_start": "2026-11-01", "partitions_end": ""})
+    live = sample_settings(warehouse={"partitions_start": "2026-11-01", "partitions_end": ""})
     facts = build_definitions(live).resolve_assets_def(AssetKey("fact_ticks_300s"))
     assert facts.partitions_def == fact_partitions("2026-11-01")
-    assert facts.partitions_def == configured_partitions(live.loader)
+    assert facts.partitions_def == configured_partitions(live.warehouse)
     # The entry point Dagster loads builds from the environment (the conftest's window here).
     from tick_platform.definitions import defs
 
     entry = defs.resolve_assets_def(AssetKey("fact_ticks_60s")).partitions_def
-    assert entry == configured_partitions(load_settings().loader) == fact_partitions("2010-02-17", "2010-02-19")
+    assert entry == configured_partitions(load_settings().warehouse) == fact_partitions("2010-02-17", "2010-02-19")
 
 
 _IMPORT_THEN_BUILD = """
@@ -91,21 +91,21 @@ _PLATFORM_MODULES = [
 
 
 def test_importing_the_platform_reads_no_settings(tmp_path: Path) -> None:
-    """A bad SNOWFLAKE_PARTITIONS_START breaks building the Definitions, never an import."""
+    """A bad WAREHOUSE_PARTITIONS_START breaks building the Definitions, never an import."""
     bad = tmp_path / "bad.env"
-    bad.write_text("SNOWFLAKE_PARTITIONS_START=17.02.2010\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SNOWFLAKE_PARTITIONS_")}
+    bad.write_text("WAREHOUSE_PARTITIONS_START=17.02.2010\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WAREHOUSE_PARTITIONS_")}
     env |= {"ENV_FILE": str(bad), "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-c", _IMPORT_THEN_BUILD, *_PLATFORM_MODULES],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     assert lines[0] == "imported"
-    assert lines[1].startswith("ConfigError: SNOWFLAKE_PARTITIONS_START:") and "'17.02.2010'" in lines[1]
+    assert lines[1].startswith("ConfigError: WAREHOUSE_PARTITIONS_START:") and "'17.02.2010'" in lines[1]
     # Only the entry point reads them on import.
     entry = subprocess.run([sys.executable, "-c", "import tick_platform.definitions"],
                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert entry.returncode != 0 and "SNOWFLAKE_PARTITIONS_START" in entry.stderr
+    assert entry.returncode != 0 and "WAREHOUSE_PARTITIONS_START" in entry.stderr
 
 
 def test_prepared_dagster_home_has_the_warehouse_pool(tmp_path: Path) -> None:

@@ -13,13 +13,14 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 from dagster import AssetSelection, DagsterEventType, DagsterInstance, materialize
 
+import tick_platform.checks
 from streaming.kernel.records import Bar
 from streaming.kernel.settings import KafkaSettings, Settings
 from tick_platform.backfill import BackfillReport, materialize_facts
 from tick_platform.bar_reader import first_offset_at, open_consumer, watermarks
-from tick_platform.checks import FACT_CHECKS
+from tick_platform.checks import FACT_CHECK_NAMES, FACT_CHECKS
 from tick_platform.partitions import range_tags
-from tick_platform.resources import KafkaResource, WarehouseResource
+from tick_platform.resources import KafkaResource, warehouse_resource
 from tick_platform.warehouse_sql import VIEWS
 from tick_platform_tests.test_platform_support import (
     assert_facts_equal,
@@ -40,7 +41,7 @@ DAY_END = datetime(2010, 2, 17, 20, 45, tzinfo=UTC)  # 15:45 ET
 
 
 def _settings(db: Path) -> Settings:
-    return sample_settings(loader={"target": "duckdb", "duckdb_path": str(db)})
+    return sample_settings(warehouse={"target": "duckdb", "duckdb_path": str(db)})
 
 
 def _table(db: Path, name: str) -> pl.DataFrame:
@@ -49,7 +50,7 @@ def _table(db: Path, name: str) -> pl.DataFrame:
 
 
 def _resources(kafka: KafkaSettings, settings: Settings) -> dict[str, object]:
-    return {"kafka": KafkaResource.from_settings(kafka), "warehouse": WarehouseResource.from_settings(settings)}
+    return {"kafka": KafkaResource.from_settings(kafka), "warehouse": warehouse_resource(settings)}
 
 
 def _checks_only(kafka: KafkaSettings, settings: Settings, instance: DagsterInstance) -> dict[str, tuple[bool, dict]]:
@@ -87,7 +88,7 @@ def test_day_backfill_matches_independent_ohlcv(
     loaded: tuple[Settings, DagsterInstance, BackfillReport], sample_ticks: pl.DataFrame
 ) -> None:
     settings, _, report = loaded
-    db = settings.loader.duckdb_path
+    db = settings.warehouse.duckdb_path
     assert report.success
     assert (report.first_partition, report.last_partition, report.partitions) == (
         "2010-02-17-09:30",
@@ -95,7 +96,7 @@ def test_day_backfill_matches_independent_ohlcv(
         75,
     )
     assert report.rows == {"FACT_TICKS_60S": 374, "FACT_TICKS_300S": 75}
-    assert len(report.checks) == len(FACT_CHECKS)
+    assert len(report.checks) == len(FACT_CHECK_NAMES) == 10
     assert report.checks_passed, [c for c in report.checks if not c.passed]
     assert report.metadata["bars_1s"] == 5049
     rows_60 = _table(db, "FACT_TICKS_60S")
@@ -138,7 +139,7 @@ def test_a_window_retention_deleted_keeps_its_rows(
     kafka: KafkaSettings, loaded: tuple[Settings, DagsterInstance, BackfillReport]
 ) -> None:
     settings, _, _ = loaded
-    db = settings.loader.duckdb_path
+    db = settings.warehouse.duckdb_path
     before_60, before_300 = _table(db, "FACT_TICKS_60S"), _table(db, "FACT_TICKS_300S")
     wdc = partition_of("WDC", kafka.partitions)
     cut_ms = int((DAY_START + timedelta(hours=1)).timestamp() * 1000)  # 10:30 ET
@@ -177,7 +178,7 @@ def test_rematerialize_is_identical_and_revisions_win(
         DAY_START, DAY_START + timedelta(minutes=30), settings, kafka=kafka, instance=instance, with_dimensions=False
     )
     assert first.success and first.rows == {"FACT_TICKS_60S": 30, "FACT_TICKS_300S": 6}
-    before = _snapshot(settings.loader.duckdb_path)
+    before = _snapshot(settings.warehouse.duckdb_path)
     again = materialize(
         [sample_fact_ticks(), *FACT_CHECKS],
         partition_key="2010-02-17-09:40",
@@ -185,7 +186,7 @@ def test_rematerialize_is_identical_and_revisions_win(
         instance=instance,
     )
     assert again.success
-    assert _snapshot(settings.loader.duckdb_path) == before  # byte-identical, LOAD_TS included
+    assert _snapshot(settings.warehouse.duckdb_path) == before  # byte-identical, LOAD_TS included
 
     # A corrected bar (same bar_id, revision 1) arrives later in the topic; with the revise policy it wins.
     target = next(b for b in bars if b.start_ts_ms >= 1266417600000)  # first bar at/after 14:40 UTC
@@ -202,8 +203,8 @@ def test_rematerialize_is_identical_and_revisions_win(
     assert third.success
     assert all(e.passed for e in third.get_asset_check_evaluations() if e.check_name != "fact_300s_freshness")
     rows_60, rows_300 = (
-        _table(settings.loader.duckdb_path, "FACT_TICKS_60S"),
-        _table(settings.loader.duckdb_path, "FACT_TICKS_300S"),
+        _table(settings.warehouse.duckdb_path, "FACT_TICKS_60S"),
+        _table(settings.warehouse.duckdb_path, "FACT_TICKS_300S"),
     )
     minute = rows_60.filter(pl.col("BAR_ID") == f"WDC-{target.start_ts_ms // 60000 * 60000:013d}-60")
     assert float(minute["HIGH"][0]) == 99.5
@@ -211,7 +212,9 @@ def test_rematerialize_is_identical_and_revisions_win(
     assert rows_60.height == 30 and rows_300.height == 6  # replaced, not added
 
 
-def test_planted_faults_fail_their_checks(kafka: KafkaSettings, sample_ticks: pl.DataFrame, tmp_path: Path) -> None:
+def test_planted_faults_fail_their_checks(
+    kafka: KafkaSettings, sample_ticks: pl.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     produce_bars(kafka, bars_from_ticks(sample_ticks))
     settings = _settings(tmp_path / "w.duckdb")
     instance = DagsterInstance.ephemeral()
@@ -219,13 +222,23 @@ def test_planted_faults_fail_their_checks(kafka: KafkaSettings, sample_ticks: pl
         DAY_START, DAY_START + timedelta(minutes=30), settings, kafka=kafka, instance=instance, with_dimensions=False
     )
     assert report.success
-    db = settings.loader.duckdb_path
+    db = settings.warehouse.duckdb_path
     changed = "WDC-1266417120000-60"  # 14:32 UTC
     removed = "WDC-1266418200000-60"  # 14:50 UTC
     with duckdb.connect(str(db)) as conn:
         conn.execute("UPDATE CORE.FACT_TICKS_60S SET HIGH = HIGH + 1 WHERE BAR_ID = ?", [changed])
         conn.execute("DELETE FROM CORE.FACT_TICKS_60S WHERE BAR_ID = ?", [removed])
+    reads: list[tuple[int, int]] = []
+    original_read = tick_platform.checks.read_ranges
+
+    def counted(kafka_settings: KafkaSettings, ranges: Any, start_ms: int, end_ms: int) -> Any:
+        reads.append((start_ms, end_ms))
+        return original_read(kafka_settings, ranges, start_ms, end_ms)
+
+    monkeypatch.setattr(tick_platform.checks, "read_ranges", counted)
     checks = _checks_only(kafka, settings, instance)
+    # Every check of the window from ONE read of its offsets (three reads before the multi-asset check).
+    assert sorted(checks) == sorted(FACT_CHECK_NAMES) and len(reads) == 1
     passed, meta = checks["fact_60s_matches_bars"]
     assert not passed
     offending = {(r["BAR_ID"], r["problem"]) for r in meta["offending"]}
@@ -262,7 +275,7 @@ def test_bars_outside_the_session_are_reported_once_never_rolled_up(
     failed = sorted(name for name, (ok, _) in checks.items() if not ok)
     # Freshness: the 16:10 bar closes the whole session, of which only 09:30-10:00 is loaded here.
     assert failed == ["fact_300s_freshness", "fact_60s_bars_in_session"], failed
-    db = settings.loader.duckdb_path
+    db = settings.warehouse.duckdb_path
     assert_facts_equal(_table(db, "FACT_TICKS_60S"), expected_ohlcv(half_hour, 60))
     assert_facts_equal(_table(db, "FACT_TICKS_300S"), expected_ohlcv(half_hour, 300))
     # A window inside the session reads no gap: the check passes. The 16:10 bar belongs to the

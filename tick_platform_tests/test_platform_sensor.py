@@ -152,8 +152,8 @@ def _bar(symbol: str, start: datetime) -> Bar:
 def test_schedule_requests_the_window_closed_after_lateness(
     kafka: KafkaSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("SNOWFLAKE_PARTITIONS_START", "2026-11-01")  # a live deployment's partitions
-    monkeypatch.delenv("SNOWFLAKE_PARTITIONS_END")
+    monkeypatch.setenv("WAREHOUSE_PARTITIONS_START", "2026-11-01")  # a live deployment's partitions
+    monkeypatch.delenv("WAREHOUSE_PARTITIONS_END")
     resource = KafkaResource.from_settings(kafka)
     lateness_ms = resource.lateness_ms()
     assert lateness_ms < 60_000  # the cron's one-minute offset covers it
@@ -194,6 +194,6 @@ def test_schedule_requests_the_window_closed_after_lateness(
         off = evaluate(closed)
         assert isinstance(off, SkipReason) and "outside the regular sessions of XNYS" in str(off.skip_message)
 
-    monkeypatch.setenv("SNOWFLAKE_PARTITIONS_END", "2026-11-24")  # the window has no partition
+    monkeypatch.setenv("WAREHOUSE_PARTITIONS_END", "2026-11-24")  # the window has no partition
     outside = evaluate(datetime(2026, 11, 24, 15, 11, tzinfo=UTC))
-    assert isinstance(outside, SkipReason) and "SNOWFLAKE_PARTITIONS_END" in str(outside.skip_message)
+    assert isinstance(outside, SkipReason) and "WAREHOUSE_PARTITIONS_END" in str(outside.skip_message)

@@ -33,10 +33,10 @@ SAMPLE_PARTITIONS_END = "2010-02-19"
 
 
 def sample_settings(env_file: str | None = None, **sections: dict[str, Any]) -> Settings:
-    """load_settings(env_file, **sections) with the sample's partitions (a `loader` section adds to them)."""
+    """load_settings(env_file, **sections) with the sample's partitions (a `warehouse` section adds to them)."""
     loader = {"partitions_start": SAMPLE_PARTITIONS_START, "partitions_end": SAMPLE_PARTITIONS_END,
-              **sections.pop("loader", {})}
-    return load_settings(env_file, loader=loader, **sections)
+              **sections.pop("warehouse", {})}
+    return load_settings(env_file, warehouse=loader, **sections)
 
 
 def sample_definitions(settings: Settings | None = None) -> Definitions:
@@ -52,7 +52,7 @@ def sample_fact_ticks(settings: Settings | None = None) -> AssetsDefinition:
     from tick_platform.assets.facts import build_fact_ticks
     from tick_platform.partitions import configured_partitions
 
-    return build_fact_ticks(configured_partitions((settings if settings is not None else sample_settings()).loader))
+    return build_fact_ticks(configured_partitions((settings if settings is not None else sample_settings()).warehouse))
 
 
 def read_kibot(path: Path, symbol: str = "WDC") -> pl.DataFrame:

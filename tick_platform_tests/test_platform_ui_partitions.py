@@ -41,10 +41,10 @@ def year_webserver(tmp_path: Path) -> Iterator[int]:
     port = free_port_base(1)
     home = tmp_path / "dagster_home"
     home.mkdir()
-    env = {**os.environ, "DAGSTER_HOME": str(home), "SNOWFLAKE_PARTITIONS_START": "2025-01-01",
-           "SNOWFLAKE_PARTITIONS_END": "2026-01-01", "SNOWFLAKE_TARGET": "duckdb",
-           "SNOWFLAKE_DUCKDB_PATH": str(tmp_path / "w.duckdb")}
-    env.pop("SNOWFLAKE_SESSION_HOURS", None)
+    env = {**os.environ, "DAGSTER_HOME": str(home), "WAREHOUSE_PARTITIONS_START": "2025-01-01",
+           "WAREHOUSE_PARTITIONS_END": "2026-01-01", "WAREHOUSE_TARGET": "duckdb",
+           "WAREHOUSE_DUCKDB_PATH": str(tmp_path / "w.duckdb")}
+    env.pop("WAREHOUSE_SESSION_HOURS", None)
     log = (tmp_path / "webserver.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "dagster_webserver", "-w", str(PROJECT_ROOT / "workspace.yaml"),

@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from streaming.kernel.settings import PROJECT_ROOT, KafkaSettings
-from tick_platform.checks import FACT_CHECKS
+from tick_platform.checks import FACT_CHECK_NAMES
 from tick_platform_tests.reliability_support import record_score
 from tick_platform_tests.test_platform_dagster_dev import _nodes, _table, pipeline_env
 from tick_platform_tests.test_platform_support import assert_facts_equal, expected_ohlcv, read_kibot
@@ -182,7 +182,7 @@ def test_dagster_killed_mid_run_is_retried_and_the_sensor_neither_skips_nor_repe
         assert nodes[key]["partitionStats"]["numMaterialized"] == WINDOWS
     checks = [c["executionForLatestMaterialization"] for key in ("fact_ticks_60s", "fact_ticks_300s")
               for c in nodes[key]["assetChecksOrError"]["checks"]]
-    assert len(checks) == len(FACT_CHECKS)
+    assert len(checks) == len(FACT_CHECK_NAMES)
     assert all(c["status"] == "SUCCEEDED" and c["evaluation"]["success"] for c in checks), checks
 
     ticks = read_kibot(sample_path)

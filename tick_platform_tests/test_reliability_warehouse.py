@@ -86,8 +86,8 @@ def _env(kafka: KafkaSettings, db: Path, **extra: str) -> dict[str, str]:
         **os.environ,
         "KAFKA_BROKERS": kafka.brokers,
         "KAFKA_TOPIC_AGG": kafka.topic_agg,
-        "SNOWFLAKE_TARGET": "duckdb",
-        "SNOWFLAKE_DUCKDB_PATH": str(db),
+        "WAREHOUSE_TARGET": "duckdb",
+        "WAREHOUSE_DUCKDB_PATH": str(db),
         **extra,
     }
     env.pop("DAGSTER_HOME", None)

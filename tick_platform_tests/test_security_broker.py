@@ -145,7 +145,7 @@ def test_secured_chain_replay_aggregate_facts_validate_is_exact(secure: SecureBr
 
     # The facts read ticks.agg.1s as the warehouse principal; the secrets come from the env file
     # given to the backfill (the test process's own ENV_FILE is the suite's empty one).
-    settings = load_settings(str(secure.env_file), loader={"target": "duckdb",
+    settings = load_settings(str(secure.env_file), warehouse={"target": "duckdb",
                                                            "duckdb_path": str(tmp_path / "wh.duckdb")})
     topics_only = KafkaSettings.model_validate({}).model_copy(update={
         "brokers": secure.admin.brokers, "topic_raw": secure.admin.topic_raw, "topic_agg": secure.admin.topic_agg,

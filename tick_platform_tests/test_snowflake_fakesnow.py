@@ -16,7 +16,7 @@ from dagster import DagsterEventType, DagsterInstance
 
 from streaming.kernel.settings import KafkaSettings, load_settings
 from tick_platform.backfill import materialize_facts
-from tick_platform.resources import WarehouseResource
+from tick_platform.resources import DuckDBWarehouse
 from tick_platform.warehouse_sql import VIEWS, snowflake_setup_script, snowflake_views_script
 from tick_platform_tests.reliability_support import record_score
 from tick_platform_tests.test_platform_support import (
@@ -54,7 +54,7 @@ def test_sql_scripts_are_the_rendered_definitions() -> None:
 def test_the_loader_creates_missing_views_and_leaves_existing_ones(tmp_path: Path) -> None:
     """ensure_schema runs before every fact and dimension write: it must not re-create the views each time."""
     views = "SELECT table_schema || '.' || table_name AS NAME FROM information_schema.tables WHERE table_type = 'VIEW'"
-    with WarehouseResource(duckdb_path=str(tmp_path / "warehouse.duckdb")).connect() as conn:
+    with DuckDBWarehouse(duckdb_path=str(tmp_path / "warehouse.duckdb")).connect() as conn:
         conn.ensure_schema()
         assert set(conn.query(views)["NAME"].to_list()) == set(VIEWS)
         conn.execute("CREATE OR REPLACE VIEW MART.V_SESSION_VWAP AS SELECT 1 AS MARKER")
@@ -72,7 +72,7 @@ def sample_on_snowflake(kafka: KafkaSettings, sample_path: Path, monkeypatch: py
     """The sample's bars in ticks.agg.1s and settings that choose the Snowflake warehouse; returns the ticks."""
     ticks = read_kibot(sample_path)
     produce_bars(kafka, bars_from_ticks(ticks))
-    for name, value in {"SNOWFLAKE_TARGET": "snowflake", "SNOW_ACCOUNT": "fake", "SNOW_USER": "loader",
+    for name, value in {"WAREHOUSE_TARGET": "snowflake", "SNOW_ACCOUNT": "fake", "SNOW_USER": "loader",
                         "SNOW_PASSWORD": "pw"}.items():
         monkeypatch.setenv(name, value)
     return ticks
@@ -95,7 +95,7 @@ def test_day_backfill_through_snowflake_resource_on_fakesnow(
 ) -> None:
     ticks = sample_on_snowflake
     settings = load_settings()
-    assert settings.use_snowflake
+    assert settings.warehouse_target == "snowflake"
     start, end = DAY
     with fakesnow.patch():
         report = materialize_facts(

@@ -18,6 +18,7 @@ from dashboard.settings import dashboard_settings  # noqa: E402
 from streaming.kernel.errors import TickPlatformError  # noqa: E402
 from streaming.kernel.settings import Settings  # noqa: E402
 from streaming.kernel.topics import describe_topics  # noqa: E402
+from streaming.kernel.warehouse.targets import open_warehouse  # noqa: E402
 
 KAFKA_ERRORS = (KafkaException, TickPlatformError, RuntimeError)
 
@@ -38,7 +39,7 @@ def _kafka_section(settings: Settings) -> None:
         st.dataframe([r.__dict__ for r in topic_rows(infos)], hide_index=True, width="stretch")
     st.subheader("Consumer-group lag")
     try:
-        lags = group_lags(kafka, settings.agg.group_id, settings.loader.consumer_group)
+        lags = group_lags(kafka, settings.agg.group_id, settings.warehouse.consumer_group)
     except KAFKA_ERRORS as exc:
         st.error(f"Cannot read consumer groups: {exc}")
         lags = []
@@ -63,15 +64,17 @@ def _kafka_section(settings: Settings) -> None:
 
 def _warehouse_section(settings: Settings) -> None:
     st.subheader("Warehouse facts")
-    path = settings.loader.duckdb_path
-    if settings.use_snowflake:
-        st.caption(f"Facts go to Snowflake ({settings.snow.account}); the embedded DuckDB file is shown if present.")
-    facts = warehouse_status(path)
+    try:
+        warehouse = open_warehouse(settings, read_only=True)
+    except TickPlatformError as exc:  # e.g. WAREHOUSE_TARGET=snowflake without SNOW_USER
+        st.error(f"Cannot open the warehouse: {exc}")
+        return
+    facts = warehouse_status(warehouse)
     st.dataframe([{
         "table": f.table, "rows": f.rows, "latest partition (UTC)": f.latest_partition,
         "latest bar start (UTC)": f.latest_start, "last load": f.last_load, "note": f.note,
     } for f in facts], hide_index=True, width="stretch")
-    st.caption(f"DuckDB file: {path} (opened read-only)")
+    st.caption(f"Warehouse: {warehouse.describe()}")
 
 
 def _panel(settings: Settings) -> None:

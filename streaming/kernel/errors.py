@@ -29,3 +29,11 @@ class StageKafkaError(BrokerError):
 
 class KafkaAccessError(BrokerError):
     """Kafka refused this principal (credentials, TLS, protocol): retrying cannot help, so nothing retries it."""
+
+
+class WarehouseError(TickPlatformError):
+    """The warehouse could not be reached, refused a statement, or was described inconsistently."""
+
+
+class WarehouseLockedError(WarehouseError):
+    """The DuckDB warehouse file is held by a writer in another process (past the retries)."""

@@ -1,27 +1,30 @@
 """Settings of every service, read from `.env` (or ENV_FILE) and the environment.
 
 One pydantic-settings class per prefix, so the names match the seed's `.env`:
-KAFKA_*, BROKER_*, REPLAY_*, AGG_*, API_*, SNOW_*, SNOWFLAKE_*, DASHBOARD_*.
+KAFKA_*, BROKER_*, REPLAY_*, AGG_*, API_*, SNOW_*, WAREHOUSE_*, DASHBOARD_*
+(WAREHOUSE_* also reads the deprecated SNOWFLAKE_* names it replaced).
 CLI flags override by passing keyword arguments to `load_settings`.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from streaming.kernel.bar_spec import DEFAULT_BAR_SPEC, BarSpec, bar_topic, time_bars
 from streaming.kernel.bounds import SYMBOL_RULE, is_symbol
 from streaming.kernel.errors import ConfigError
+from streaming.kernel.warehouse.schema import FACT_SPECS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-# The warehouse's fact windows (tick_platform/rollup.py): every bar must lie inside one of each.
-FACT_WINDOWS_MS = (60_000, 300_000)
+# The warehouse's fact windows (the registry's resolutions): every bar must lie inside one of each.
+FACT_WINDOWS_MS = tuple(spec.window_ms for spec in FACT_SPECS)
 # The aggregator's names for the default spec (time-1s); another spec gets `<name>-<spec>` unless set.
 DEFAULT_AGG_GROUP_ID = "tick-aggregator"
 DEFAULT_AGG_TRANSACTIONAL_ID_PREFIX = "tick-aggregator"
@@ -245,25 +248,41 @@ class SnowSettings(BaseSettings):
     schema_: str = Field("CORE", alias="SNOW_SCHEMA")
 
 
-class LoaderSettings(BaseSettings):
-    """The warehouse side: which warehouse, where DuckDB lives, partitions."""
+def _renamed(name: str) -> Any:
+    """A WAREHOUSE_<NAME> field that still accepts its old SNOWFLAKE_<NAME> (deprecated; docs/platform.md)."""
+    return AliasChoices(f"WAREHOUSE_{name}", f"SNOWFLAKE_{name}")
 
-    model_config = _cfg("SNOWFLAKE_")
 
-    target: Literal["auto", "duckdb", "snowflake"] = "auto"
-    duckdb_path: Path = PROJECT_ROOT / "data" / "warehouse.duckdb"
+class WarehouseSettings(BaseSettings):
+    """The warehouse side (WAREHOUSE_*): which target, where DuckDB lives, partitions, the facts' group.
+
+    Each setting still reads its pre-issue-16 name SNOWFLAKE_<NAME> when WAREHOUSE_<NAME> is not set,
+    so existing .env files keep working (a deprecated alias; WAREHOUSE_<NAME> wins when both are set).
+    """
+
+    # Fields are named by validation aliases (the two accepted environment names); keyword
+    # arguments (CLI overrides, tests) use the field names.
+    model_config = SettingsConfigDict(env_prefix="WAREHOUSE_", extra="ignore", case_sensitive=False,
+                                      populate_by_name=True)
+
+    target: Literal["auto", "duckdb", "snowflake"] = Field("auto", validation_alias=_renamed("TARGET"))
+    duckdb_path: Path = Field(PROJECT_ROOT / "data" / "warehouse.duckdb", validation_alias=_renamed("DUCKDB_PATH"))
     # Partitions are the 5-minute windows of the exchange's sessions (78 per NYSE regular day).
     # The default starts at a recent date, so an unset range is under a year of partitions;
     # `make demo` and `make pipeline` start it where the replayed data starts.
-    partitions_start: str = Field("2026-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$")
-    partitions_end: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}$")  # exclusive; None = open
+    partitions_start: str = Field("2026-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$",
+                                  validation_alias=_renamed("PARTITIONS_START"))
+    partitions_end: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}$",  # exclusive; None = open
+                                       validation_alias=_renamed("PARTITIONS_END"))
     # Which hours hold fact partitions: the exchange's regular session, or extended hours
     # (04:00-20:00 New York for NYSE), or `always` (every UTC day around the clock: 24/7 markets,
     # replays shifted to now). Bars outside them are counted by the facts' checks.
-    session_hours: Literal["regular", "extended", "always"] = "regular"
-    exchange: str = Field("XNYS", pattern=r"^[A-Z0-9]{2,8}$")  # an exchange_calendars code
-    consumer_group: str = "tick-platform-facts"
-    freshness_sla_s: int = Field(30, ge=1)
+    session_hours: Literal["regular", "extended", "always"] = Field(
+        "regular", validation_alias=_renamed("SESSION_HOURS"))
+    exchange: str = Field("XNYS", pattern=r"^[A-Z0-9]{2,8}$",  # an exchange_calendars code
+                          validation_alias=_renamed("EXCHANGE"))
+    consumer_group: str = Field("tick-platform-facts", validation_alias=_renamed("CONSUMER_GROUP"))
+    freshness_sla_s: int = Field(30, ge=1, validation_alias=_renamed("FRESHNESS_SLA_S"))
 
     @field_validator("partitions_end", mode="before")
     @classmethod
@@ -271,10 +290,10 @@ class LoaderSettings(BaseSettings):
         return None if value == "" else value
 
     @model_validator(mode="after")
-    def _end_after_start(self) -> LoaderSettings:
+    def _end_after_start(self) -> WarehouseSettings:
         if self.partitions_end is not None and self.partitions_end <= self.partitions_start:
-            raise ValueError(f"SNOWFLAKE_PARTITIONS_END: {self.partitions_end} is not after "
-                             f"SNOWFLAKE_PARTITIONS_START ({self.partitions_start})")
+            raise ValueError(f"WAREHOUSE_PARTITIONS_END: {self.partitions_end} is not after "
+                             f"WAREHOUSE_PARTITIONS_START ({self.partitions_start})")
         return self
 
 
@@ -302,7 +321,7 @@ class Settings:
     agg: AggSettings
     api: ApiSettings
     snow: SnowSettings
-    loader: LoaderSettings
+    warehouse: WarehouseSettings
     dashboard: DashboardSettings
 
     @property
@@ -311,11 +330,11 @@ class Settings:
         return self.agg.grace_ms if self.agg.grace_ms is not None else self.replay.max_late_ms
 
     @property
-    def use_snowflake(self) -> bool:
-        """Whether facts go to Snowflake (explicitly, or `auto` with an account set)."""
-        if self.loader.target == "auto":
-            return bool(self.snow.account)
-        return self.loader.target == "snowflake"
+    def warehouse_target(self) -> Literal["duckdb", "snowflake"]:
+        """WAREHOUSE_TARGET with `auto` resolved: Snowflake when SNOW_ACCOUNT is set, else DuckDB."""
+        if self.warehouse.target == "auto":
+            return "snowflake" if self.snow.account else "duckdb"
+        return self.warehouse.target
 
 
 _SECTIONS: dict[str, type[BaseSettings]] = {
@@ -325,7 +344,7 @@ _SECTIONS: dict[str, type[BaseSettings]] = {
     "agg": AggSettings,
     "api": ApiSettings,
     "snow": SnowSettings,
-    "loader": LoaderSettings,
+    "warehouse": WarehouseSettings,
     "dashboard": DashboardSettings,
 }
 
@@ -365,7 +384,37 @@ def load_settings(env_file: str | None = None, **overrides: dict[str, Any]) -> S
             raise ConfigError(f"{prefix}{field}".upper() + f": not valid JSON ({text})") from None
     _check_windows(built["replay"], built["agg"])
     built["kafka"], built["agg"] = _names_of_spec(built["kafka"], built["agg"])
+    _warn_deprecated_names(chosen)
     return Settings(**built)
+
+
+_log = logging.getLogger(__name__)
+# The WAREHOUSE_* settings read under their pre-issue-16 SNOWFLAKE_* names (WarehouseSettings).
+DEPRECATED_NAMES = {
+    f"SNOWFLAKE_{name}": f"WAREHOUSE_{name}"
+    for name in (
+        "TARGET", "DUCKDB_PATH", "PARTITIONS_START", "PARTITIONS_END", "SESSION_HOURS", "EXCHANGE",
+        "CONSUMER_GROUP", "FRESHNESS_SLA_S",
+    )
+}
+
+
+def deprecated_names_in_use(env_file: str | None) -> list[str]:
+    """The deprecated SNOWFLAKE_* warehouse names set in the environment or `env_file`, sorted."""
+    names = {k.upper() for k in os.environ}
+    if env_file is not None and Path(env_file).is_file():
+        from dotenv import dotenv_values
+
+        names |= {k.upper() for k in dotenv_values(env_file)}
+    return sorted(n for n in DEPRECATED_NAMES if n in names)
+
+
+def _warn_deprecated_names(env_file: str | None) -> None:
+    # Still read (AliasChoices), so nothing breaks; the log line says what to rename.
+    old = deprecated_names_in_use(env_file)
+    if old:
+        _log.warning("deprecated setting name(s) %s: rename to %s (read as before until then)",
+                     ", ".join(old), ", ".join(DEPRECATED_NAMES[n] for n in old))
 
 
 def _names_of_spec(kafka: KafkaSettings, agg: AggSettings) -> tuple[KafkaSettings, AggSettings]:

@@ -1,7 +1,8 @@
-"""fact_ticks_60s and fact_ticks_300s: 5-minute partitions rolled up from ticks.agg.1s by offsets.
+"""The fact assets (fact_ticks_60s, fact_ticks_300s): 5-minute partitions rolled up from ticks.agg.1s by offsets.
 
-`build_fact_ticks(partitions_def)` makes the multi-asset: its partitions come from the settings
-the code location is built with (code_location.build_definitions), never from an import.
+`build_fact_ticks(partitions_def)` makes the multi-asset, one asset per entry of the fact registry
+(`FACT_SPECS`): its partitions come from the settings the code location is built with
+(code_location.build_definitions), never from an import.
 """
 
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from dagster import (
 
 from streaming.kernel.errors import KafkaAccessError
 from streaming.kernel.settings import KafkaSettings
+from streaming.kernel.warehouse.schema import FACT_SPECS, FACTS_60S, FACTS_300S, FactSpec, fact_spec
 from tick_platform.bar_reader import OffsetRange, read_window, warehouse_access
 from tick_platform.calendar import (
     SessionHours,
@@ -35,13 +37,21 @@ from tick_platform.calendar import (
     outside_session,
     session_bars,
 )
-from tick_platform.fact_store import RetainedWindowError, naive_utc, refuse_retention_loss, replace_window
+from tick_platform.fact_store import RetainedWindowError, RetentionGuard, naive_utc, replace_window
 from tick_platform.partitions import WINDOW_MS
 from tick_platform.resources import KafkaResource, WarehouseResource
 from tick_platform.rollup import bars_frame, latest_revisions, rollup_bars
 
-FACT_60S_KEY = AssetKey("fact_ticks_60s")
-FACT_300S_KEY = AssetKey("fact_ticks_300s")
+BARS_ASSET = "ticks_agg_1s"
+
+
+def fact_key(spec: FactSpec) -> AssetKey:
+    """The Dagster asset key of a fact resolution."""
+    return AssetKey(spec.asset_key)
+
+
+FACT_60S_KEY = fact_key(FACTS_60S)
+FACT_300S_KEY = fact_key(FACTS_300S)
 WAREHOUSE_POOL = "warehouse"
 # A warehouse away for a while (Snowflake unreachable, a DuckDB lock held past its own minute of
 # retries) fails the step; Dagster retries it after 5, 10 and 20 s. Each attempt replaces the
@@ -113,19 +123,17 @@ def fact_ticks_window(
     all_bars = bars_frame(read.bars)
     bars = session_bars(all_bars, calendar)
     outside = latest_revisions(outside_session(all_bars, calendar))
-    rows_60s = rollup_bars(bars, 60)
-    rows_300s = rollup_bars(bars, 300)
+    rows = {spec: rollup_bars(bars, spec.window_s) for spec in FACT_SPECS}
+    guard = RetentionGuard(read.truncated, settings.kafka.topic_agg) if read.truncated else None
     try:
         with warehouse.connect() as conn:
-            if read.truncated:
-                refuse_retention_loss(conn, start_ms, end_ms, rows_60s, read.truncated, settings.kafka.topic_agg)
-            written = replace_window(conn, start_ms, end_ms, rows_60s, rows_300s)
+            written = replace_window(conn, start_ms, end_ms, rows, guard=guard)
     except RetainedWindowError as exc:  # retrying cannot bring deleted bars back
         raise Failure(description=str(exc), allow_retries=False) from None
     try:
-        commit_progress(settings.kafka, settings.loader.consumer_group, read.ranges)
+        commit_progress(settings.kafka, settings.warehouse.consumer_group, read.ranges)
     except KafkaException as exc:  # informational only: the facts are written, lag shows next time
-        context.log.warning(f"could not commit progress of {settings.loader.consumer_group}: {exc}")
+        context.log.warning(f"could not commit progress of {settings.warehouse.consumer_group}: {exc}")
     unique_bars = latest_revisions(bars).height
     if outside.height:
         context.log.warning(
@@ -133,6 +141,7 @@ def fact_ticks_window(
             f"from {naive_utc(int(outside['start_ts_ms'].min())):%Y-%m-%d %H:%M:%S} to "  # type: ignore[arg-type]
             f"{naive_utc(int(outside['start_ts_ms'].max())):%Y-%m-%d %H:%M:%S} UTC are not in the facts"  # type: ignore[arg-type]
         )
+    finest = rows[FACT_SPECS[0]]
     common = {
         "window_start": MetadataValue.text(naive_utc(start_ms).isoformat()),
         "window_end": MetadataValue.text(naive_utc(end_ms).isoformat()),
@@ -149,25 +158,35 @@ def fact_ticks_window(
         "revisions_superseded": MetadataValue.int(len(read.bars) - latest_revisions(all_bars).height),
         "undecodable_skipped": MetadataValue.int(read.skipped),
         "partitions_truncated": MetadataValue.json(read.truncated),
-        "symbols": MetadataValue.int(rows_60s["SYMBOL"].n_unique() if rows_60s.height else 0),
+        "symbols": MetadataValue.int(finest["SYMBOL"].n_unique() if finest.height else 0),
         "warehouse": MetadataValue.text(warehouse.target),
     }
     context.log.info(
         f"{label} ({len(run.windows)} session windows, bars from {naive_utc(start_ms):%Y-%m-%d %H:%M} to "
         f"{naive_utc(end_ms):%Y-%m-%d %H:%M} UTC): {len(read.bars)} bars from {read.offsets_json()} -> {written}"
     )
-    yield MaterializeResult(
-        asset_key=FACT_60S_KEY, metadata={**common, "rows": MetadataValue.int(written["FACT_TICKS_60S"])}
-    )
-    yield MaterializeResult(
-        asset_key=FACT_300S_KEY, metadata={**common, "rows": MetadataValue.int(written["FACT_TICKS_300S"])}
+    for spec in FACT_SPECS:
+        yield MaterializeResult(
+            asset_key=fact_key(spec), metadata={**common, "rows": MetadataValue.int(written[spec.table.name])}
+        )
+
+
+def fact_asset_spec(spec: FactSpec) -> AssetSpec:
+    """The asset of one fact resolution: upstream the finer facts it rolls up exactly, or the bars."""
+    upstream = fact_key(fact_spec(spec.rolled_from)) if spec.rolled_from else AssetKey(BARS_ASSET)
+    return AssetSpec(
+        fact_key(spec),
+        deps=[upstream],
+        description=spec.description,
+        metadata={"table": spec.table.qualified, "window_s": spec.window_s},
+        kinds={"polars", "sql"},
     )
 
 
 def build_fact_ticks(
     partitions_def: PartitionsDefinition, session_hours: SessionHours = "regular", exchange: str = "XNYS"
 ) -> AssetsDefinition:
-    """The multi-asset `fact_ticks` (fact_ticks_60s, fact_ticks_300s) over `partitions_def`.
+    """The multi-asset `fact_ticks` (one asset per registered resolution) over `partitions_def`.
 
     `session_hours` and `exchange` name the calendar of `partitions_def` (partitions.session_partitions):
     bars outside its sessions are counted, never rolled up.
@@ -180,22 +199,7 @@ def build_fact_ticks(
         yield from fact_ticks_window(context, kafka, warehouse, session_hours, exchange)
 
     return multi_asset(
-        specs=[
-            AssetSpec(
-                FACT_60S_KEY,
-                deps=["ticks_agg_1s"],
-                description="1-minute OHLCV facts (CORE.FACT_TICKS_60S), rolled up from the window's 1 s bars.",
-                metadata={"table": "CORE.FACT_TICKS_60S"},
-                kinds={"polars", "sql"},
-            ),
-            AssetSpec(
-                FACT_300S_KEY,
-                deps=[FACT_60S_KEY],
-                description="5-minute OHLCV facts (CORE.FACT_TICKS_300S), equal to the rollup of their 60 s rows.",
-                metadata={"table": "CORE.FACT_TICKS_300S"},
-                kinds={"polars", "sql"},
-            ),
-        ],
+        specs=[fact_asset_spec(spec) for spec in FACT_SPECS],
         name="fact_ticks",
         partitions_def=partitions_def,
         backfill_policy=BackfillPolicy.single_run(),

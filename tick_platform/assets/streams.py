@@ -107,7 +107,7 @@ def build_kafka_topics(bar_spec: BarSpec = DEFAULT_BAR_SPEC) -> AssetsDefinition
             with warehouse_access(settings.kafka, "kafka_topics observation"):
                 for spec, topic, group in (
                     (TICKS_RAW, settings.kafka.topic_raw, settings.agg.group_id),
-                    (bars, settings.kafka.topic_agg, settings.loader.consumer_group),
+                    (bars, settings.kafka.topic_agg, settings.warehouse.consumer_group),
                 ):
                     observed.append((spec, *observe_topic(settings.kafka, topic, group)))
         except KafkaAccessError as exc:  # one line, and the run is not retried: the same principal, the same answer

@@ -67,16 +67,16 @@ def run_sensor_section(bench: Bench) -> None:
     env = bench.env(
         KAFKA_TOPIC_RAW=f"bench.sensor.{tag}.raw", KAFKA_TOPIC_AGG=f"bench.sensor.{tag}.agg",
         KAFKA_TOPIC_DLQ=f"bench.sensor.{tag}.dlq", AGG_GROUP_ID=f"bench-sensor-{tag}", API_PORT=str(api_port),
-        DAGSTER_HOME=str(home), SNOWFLAKE_TARGET="duckdb",
-        SNOWFLAKE_DUCKDB_PATH=str(bench.run_dir / "sensor_warehouse.duckdb"),
+        DAGSTER_HOME=str(home), WAREHOUSE_TARGET="duckdb",
+        WAREHOUSE_DUCKDB_PATH=str(bench.run_dir / "sensor_warehouse.duckdb"),
     )
-    for name in ("SNOWFLAKE_PARTITIONS_START", "SNOWFLAKE_PARTITIONS_END"):
+    for name in ("WAREHOUSE_PARTITIONS_START", "WAREHOUSE_PARTITIONS_END"):
         env.pop(name, None)  # a live run: partitions from today
     files = ensure_demo_data()
     data_args = [arg for f in files for arg in ("--data", f)]
     cmd = [PYTHON, "-m", "tick_tools", "pipeline", "--realtime", *data_args, "--dagster-port", str(port)]
     bench.command("sensor", [PYTHON, "-m", "tick_tools", "pipeline", "--realtime", "--data", "data/samples/demo/…"],
-                  "DAGSTER_HOME=... SNOWFLAKE_TARGET=duckdb")
+                  "DAGSTER_HOME=... WAREHOUSE_TARGET=duckdb")
     log_path = bench.run_dir / "sensor_pipeline.log"
     started = int(time.time())
     first = -(-(started + 60) // WINDOW_S) * WINDOW_S  # a whole window after start-up

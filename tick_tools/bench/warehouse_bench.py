@@ -57,12 +57,12 @@ def run_warehouse_section(bench: Bench) -> None:
     end = min(max(b["end_ts_ms"] for b in bars.values()), start + int(bench.sizes.warehouse_hours * 3_600_000))
     bars = {k: b for k, b in bars.items() if b["start_ts_ms"] < end}
     db = bench.run_dir / "warehouse.duckdb"
-    env = bench.env(KAFKA_TOPIC_AGG=topic, SNOWFLAKE_TARGET="duckdb", SNOWFLAKE_DUCKDB_PATH=str(db),
-                    SNOWFLAKE_PARTITIONS_START=SYNTH_DATE, SNOWFLAKE_PARTITIONS_END=_next_day(SYNTH_DATE))
+    env = bench.env(KAFKA_TOPIC_AGG=topic, WAREHOUSE_TARGET="duckdb", WAREHOUSE_DUCKDB_PATH=str(db),
+                    WAREHOUSE_PARTITIONS_START=SYNTH_DATE, WAREHOUSE_PARTITIONS_END=_next_day(SYNTH_DATE))
     env.pop("DAGSTER_HOME", None)  # an ephemeral instance: the bench leaves no runs in the user's home
     cmd = [PYTHON, "-m", "tick_tools.bench.warehouse_job", str(start), str(end)]
     bench.command("warehouse", cmd,
-                  f"KAFKA_TOPIC_AGG=... SNOWFLAKE_TARGET=duckdb SNOWFLAKE_DUCKDB_PATH={Path(db).name}")
+                  f"KAFKA_TOPIC_AGG=... WAREHOUSE_TARGET=duckdb WAREHOUSE_DUCKDB_PATH={Path(db).name}")
     bench.log(f"[warehouse] backfilling {len(bars):,} bars ({(end - start) / 3.6e6:.1f} h of data) into DuckDB")
     res = run_measured(cmd, env=env, timeout_s=1800)
     line = next((x.text for x in reversed(res.lines) if x.stream == "out" and x.text.startswith("{")), None)

@@ -1,6 +1,6 @@
 """Child process of section 7: backfill one time range of fact partitions into DuckDB, print JSON.
 
-`python -m tick_tools.bench.warehouse_job START_MS END_MS` with KAFKA_* / SNOWFLAKE_* in the environment
+`python -m tick_tools.bench.warehouse_job START_MS END_MS` with KAFKA_* / WAREHOUSE_* in the environment
 (the bench points them at its broker, the aggregator's output topic and a fresh DuckDB file).
 """
 

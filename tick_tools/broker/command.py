@@ -29,7 +29,7 @@ def _grant_stage_acls(settings: Settings, cluster: LocalCluster) -> None:
     from tick_tools.broker.security import stage_names
 
     names = stage_names(settings.kafka, settings.replay.transactional_id, settings.agg.group_id,
-                        settings.agg.transactional_id_prefix, settings.loader.consumer_group, CHECKPOINT_TOPIC)
+                        settings.agg.transactional_id_prefix, settings.warehouse.consumer_group, CHECKPOINT_TOPIC)
     count = cluster.grant_stage_acls(names)
     # The snippet holds the passwords: print where it is, never what it says.
     out.print(f"SASL_SSL with SCRAM-SHA-512, {count} ACLs for the stage principals; client settings "

@@ -23,6 +23,7 @@ from rich.table import Table
 from streaming.kernel.errors import TickPlatformError
 from streaming.kernel.settings import PROJECT_ROOT, Settings
 from streaming.kernel.topics import bootstrap_topics, refuse_if_in_use, reset_platform
+from streaming.kernel.warehouse.targets import open_warehouse
 from tick_tools.broker.runner import ensure_broker
 from tick_tools.pipeline.demo_data import ensure_demo_data
 from tick_tools.pipeline.partitions_env import END, START, partitions_env
@@ -110,7 +111,7 @@ def run_demo(settings: Settings, data: list[str] | None, *, symbol: str | None =
     if parts:
         # The summary's `make platform` hint compares with these; the backfill gets them via `settings`.
         os.environ.update(parts)
-        settings = Settings(**{**settings.__dict__, "loader": settings.loader.model_copy(
+        settings = Settings(**{**settings.__dict__, "warehouse": settings.warehouse.model_copy(
             update={"partitions_start": parts[START], "partitions_end": parts.get(END)})})
         console.print(f"  fact partitions {parts[START]} .. {parts.get(END, 'open')} (the data's days)")
     times.append(StepTime("data", time.monotonic() - t))
@@ -169,7 +170,7 @@ def _backfill(settings: Settings, replay: ReplaySummary, console: Console) -> Ba
 
 def _platform_command(settings: Settings) -> str:
     """`make platform` with the partition range the demo loaded (when it is not the configured one)."""
-    loader = settings.loader
+    loader = settings.warehouse
     if os.environ.get(START) != loader.partitions_start:
         return "make platform"
     end = f" {END}={loader.partitions_end}" if loader.partitions_end else ""
@@ -209,8 +210,7 @@ def _summary(console: Console, settings: Settings, replay: ReplaySummary, report
         console.print(f"  {comp.name}: {state}")
     ok = bool(report.ok) and bool(facts.success) and not failed
     verdict = "[bold green]PASS[/]" if ok else "[bold red]FAIL[/]"
-    console.print(f"validation verdict: {verdict} (warehouse: {settings.loader.duckdb_path}"
-                  f"{' → Snowflake' if settings.use_snowflake else ''})")
+    console.print(f"validation verdict: {verdict} (warehouse: {open_warehouse(settings).describe()})")
     console.print(
         f"next: [bold]{_platform_command(settings)}[/] → Dagster UI at http://127.0.0.1:3000 "
         "(assets, partitions, checks); "

@@ -2,7 +2,8 @@
 
 Dagster's UI and any step that enumerates partitions slow down with their count (78 per
 NYSE session), so a historical replay gets a partition set bounded to the days it covers, and a live
-run one that starts today. A user's explicit SNOWFLAKE_PARTITIONS_START always wins.
+run one that starts today. A user's explicit WAREHOUSE_PARTITIONS_START (or its deprecated name
+SNOWFLAKE_PARTITIONS_START) always wins.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from streaming.kernel.settings import is_configured
 
 _EXCHANGE_ZONE = ZoneInfo("America/New_York")
 
-START = "SNOWFLAKE_PARTITIONS_START"
-END = "SNOWFLAKE_PARTITIONS_END"
-HOURS = "SNOWFLAKE_SESSION_HOURS"
+START = "WAREHOUSE_PARTITIONS_START"
+END = "WAREHOUSE_PARTITIONS_END"
+HOURS = "WAREHOUSE_SESSION_HOURS"
+# The deprecated names a user's .env may still use (streaming/kernel/settings.py reads both).
+DEPRECATED_START = "SNOWFLAKE_PARTITIONS_START"
+DEPRECATED_HOURS = "SNOWFLAKE_SESSION_HOURS"
 
 
 def data_days(files: Sequence[str], symbol: str | None = None) -> tuple[date, date] | None:
@@ -46,16 +50,17 @@ def _day(ts_ms: int) -> date:
 def partitions_env(
     files: Sequence[str], *, realtime: bool, symbol: str | None = None, env_file: str | None = None
 ) -> dict[str, str]:
-    """SNOWFLAKE_PARTITIONS_START/END for the run's children; empty when the user chose them.
+    """WAREHOUSE_PARTITIONS_START/END for the run's children; empty when the user chose them.
 
     A live run (timestamps shifted to now) may run at any hour of any day, when the exchange is
-    closed: it also gets SNOWFLAKE_SESSION_HOURS=always (partitions around the clock, UTC keys)
+    closed: it also gets WAREHOUSE_SESSION_HOURS=always (partitions around the clock, UTC keys)
     unless the user chose the session hours.
     """
-    if is_configured(START, env_file):
+    if is_configured(START, env_file) or is_configured(DEPRECATED_START, env_file):
         return {}
     if realtime:  # live timestamps: the data is shifted to now
-        hours = {} if is_configured(HOURS, env_file) else {HOURS: "always"}
+        configured = is_configured(HOURS, env_file) or is_configured(DEPRECATED_HOURS, env_file)
+        hours = {} if configured else {HOURS: "always"}
         return {START: datetime.now(tz=UTC).date().isoformat(), **hours}
     days = data_days(files, symbol)
     if days is None:
