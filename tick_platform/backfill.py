@@ -18,7 +18,7 @@ from streaming.kernel.warehouse.schema import FACT_SPECS
 from tick_platform.assets.dimensions import dim_calendar, dim_symbol
 from tick_platform.assets.facts import build_fact_ticks, run_windows
 from tick_platform.calendar import TradingCalendar
-from tick_platform.checks import FACT_CHECKS
+from tick_platform.checks import FACT_CHECKS, fact_window_checks
 from tick_platform.fact_store import naive_utc
 from tick_platform.partitions import (
     WINDOW_MS,
@@ -51,14 +51,15 @@ class CheckOutcome:
 class BackfillReport:
     """What a backfill run did."""
 
-    run_id: str
+    run_id: str  # the first run's
     success: bool
     first_partition: str
     last_partition: str
     partitions: int
     rows: dict[str, int]
     checks: list[CheckOutcome] = field(default_factory=list)
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)  # the first run's fact materialization
+    run_ids: list[str] = field(default_factory=list)  # one ranged run per chunk of sessions, in order
 
     @property
     def checks_passed(self) -> bool:
@@ -101,6 +102,36 @@ def partition_range(
     return sessions.key(windows[0]), sessions.key(windows[-1]), len(windows)
 
 
+@dataclass(frozen=True)
+class RunChunk:
+    """One ranged run of a backfill: its first and last partition key and how many partitions."""
+
+    first: str
+    last: str
+    partitions: int
+
+
+def session_chunks(calendar: TradingCalendar, first_key: str, last_key: str, sessions_per_run: int) -> list[RunChunk]:
+    """The partitions `first_key`..`last_key` cut into ranged runs of at most `sessions_per_run` sessions.
+
+    Cuts fall between sessions, so every run but the first starts a session and reads the gap
+    before it (facts.run_windows): each bar is read by exactly one run, whatever the chunk size.
+    """
+    if sessions_per_run < 1:
+        raise BackfillError(f"sessions per run must be at least 1, not {sessions_per_run}")
+    windows = calendar.windows(calendar.key_start_ms(first_key), calendar.key_start_ms(last_key) + WINDOW_MS)
+    by_session: dict[object, list[int]] = {}
+    for start in windows:
+        session = calendar.session_at(start)
+        by_session.setdefault(session.day if session is not None else None, []).append(start)
+    groups = list(by_session.values())
+    chunks = []
+    for i in range(0, len(groups), sessions_per_run):
+        part = [w for group in groups[i : i + sessions_per_run] for w in group]
+        chunks.append(RunChunk(calendar.key(part[0]), calendar.key(part[-1]), len(part)))
+    return chunks
+
+
 def _console_level(level: str) -> dict[str, Any]:
     """Run config for the console logger: the run's events still go to the instance in full."""
     return {"loggers": {"console": {"config": {"log_level": level.upper()}}}}
@@ -132,10 +163,14 @@ def materialize_facts(
     with_dimensions: bool = True,
     env_file: str | None = None,
     log_level: str = "INFO",
+    sessions_per_run: int | None = None,
 ) -> BackfillReport:
-    """Materialize fact_ticks_60s/300s for every 5-minute partition covering `[start, end)` in ONE run.
+    """Materialize fact_ticks_60s/300s for every session partition covering `[start, end)`.
 
-    Runs the asset checks in the same run; then (by default) dim_symbol and dim_calendar.
+    One ranged run per chunk of `sessions_per_run` sessions (WAREHOUSE_BACKFILL_SESSIONS_PER_RUN),
+    in order, stopping at the first that fails: a run's memory holds its chunk's bars, and Dagster
+    still records every partition. Each run holds its window's asset checks; then (by default)
+    dim_symbol and dim_calendar.
     `settings` defaults to load_settings(); its partitions are the run's (whatever the environment says);
     `kafka` overrides its Kafka section (brokers, topics);
     `instance` defaults to DAGSTER_HOME's instance (ephemeral without DAGSTER_HOME).
@@ -146,32 +181,43 @@ def materialize_facts(
     loader = chosen.warehouse
     calendar = configured_calendar(loader)
     first, last, count = partition_range(start, end, loader.partitions_start, loader.partitions_end, calendar)
-    run = run_windows(first, last, calendar)
-    t0, t1 = run.read_start_ms, run.end_ms
+    whole = run_windows(first, last, calendar)
+    chunks = session_chunks(calendar, first, last, sessions_per_run or loader.backfill_sessions_per_run)
     resources = {
         # The same env file as the warehouse: SASL/SSL of a secured broker come from it.
         "kafka": KafkaResource.from_settings(kafka or chosen.kafka, env_file=env_file),
         "warehouse": warehouse_resource(chosen, env_file),
     }
     dagster_instance = instance or _instance()
-    result = materialize(
-        [build_fact_ticks(configured_partitions(loader), loader.session_hours, loader.exchange), *FACT_CHECKS],
-        resources=resources,
-        instance=dagster_instance,
-        tags=range_tags(first, last),
-        run_config=_console_level(log_level),
-        raise_on_error=False,
-    )
-    checks = [
-        CheckOutcome(
-            ev.asset_key.to_user_string(), ev.check_name, ev.passed, {k: v.value for k, v in ev.metadata.items()}
-        )
-        for ev in result.get_asset_check_evaluations()
-    ]
+    facts = build_fact_ticks(configured_partitions(loader), loader.session_hours, loader.exchange)
+    checks: list[CheckOutcome] = []
     meta: dict[str, Any] = {}
-    for mat in result.asset_materializations_for_node("fact_ticks")[:1]:
-        meta = {k: v.value for k, v in mat.metadata.items()}
-    success = result.success
+    run_ids: list[str] = []
+    success = True
+    for i, chunk in enumerate(chunks):
+        # Freshness compares the newest loaded window with the stream: only the last run is whole.
+        run_checks = FACT_CHECKS if i == len(chunks) - 1 else [fact_window_checks]
+        result = materialize(
+            [facts, *run_checks],
+            resources=resources,
+            instance=dagster_instance,
+            tags=range_tags(chunk.first, chunk.last),
+            run_config=_console_level(log_level),
+            raise_on_error=False,
+        )
+        run_ids.append(result.run_id)
+        checks += [
+            CheckOutcome(
+                ev.asset_key.to_user_string(), ev.check_name, ev.passed, {k: v.value for k, v in ev.metadata.items()}
+            )
+            for ev in result.get_asset_check_evaluations()
+        ]
+        if not meta:
+            for mat in result.asset_materializations_for_node("fact_ticks")[:1]:
+                meta = {k: v.value for k, v in mat.metadata.items()}
+        if not result.success:
+            success = False
+            break
     if success and with_dimensions:
         dims = materialize(
             [dim_symbol, dim_calendar],
@@ -182,12 +228,13 @@ def materialize_facts(
         )
         success = dims.success
     return BackfillReport(
-        run_id=result.run_id,
+        run_id=run_ids[0],
         success=success,
         first_partition=first,
         last_partition=last,
         partitions=count,
-        rows=_count_rows(resources["warehouse"], t0, t1),  # type: ignore[arg-type]
+        rows=_count_rows(resources["warehouse"], whole.read_start_ms, whole.end_ms),  # type: ignore[arg-type]
         checks=checks,
         metadata=meta,
+        run_ids=run_ids,
     )

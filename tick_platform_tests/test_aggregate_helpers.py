@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streaming.aggregate.offline import bars_of_bins
 from streaming.aggregate.processor import window_config
@@ -145,9 +145,27 @@ def high_watermarks(kafka: KafkaSettings, topic: str) -> dict[int, int]:
     probe = Consumer({**kafka.client_base(), "group.id": "hw-probe", "isolation.level": "read_uncommitted"})
     try:
         md = probe.list_topics(topic, timeout=10).topics[topic]
-        return {p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in md.partitions}
+        return {p: _high(probe, TopicPartition(topic, p)) for p in md.partitions}
     finally:
         probe.close()
+
+
+_NOT_SERVED_YET = {
+    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART,
+}
+
+
+def _high(probe: Consumer, tp: TopicPartition) -> int:
+    # A topic created a moment ago has a leader in the metadata before that broker serves the
+    # partition (NOT_LEADER_FOR_PARTITION): a retriable error, so ask again for a while.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return int(probe.get_watermark_offsets(tp, timeout=10)[1])
+        except KafkaException as exc:
+            if exc.args[0].code() not in _NOT_SERVED_YET or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def read_topic(kafka: KafkaSettings, topic: str, timeout_s: float = 90) -> list[tuple[int, int, bytes]]:

@@ -6,6 +6,7 @@ the module under test.
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -13,7 +14,7 @@ import polars as pl
 import pytest
 
 from tick_platform.assets.facts import run_windows
-from tick_platform.backfill import BackfillError, partition_range
+from tick_platform.backfill import BackfillError, partition_range, session_chunks
 from tick_platform.calendar import outside_session, session_bars, trading_calendar
 from tick_platform.closure import windows_to_request
 from tick_platform.partitions import calendar_for, fact_partitions
@@ -121,3 +122,22 @@ def test_a_backfill_range_counts_session_partitions_and_refuses_a_closed_day() -
     assert (first, last, count) == ("2024-03-08-09:30", "2024-03-11-15:55", 2 * 78)
     with pytest.raises(BackfillError, match="holds no window"):
         partition_range(datetime(2024, 3, 9, 0, 0), datetime(2024, 3, 10, 0, 0), "2024-03-01", "2024-03-20")
+
+
+def test_a_long_backfill_is_cut_into_runs_of_whole_sessions() -> None:
+    # July 2024: 22 sessions (Jul 4 a holiday, Jul 3 closes at 13:00 after 42 windows).
+    cal = calendar_for("2024-07-01", "2024-08-01")
+    chunks = session_chunks(cal, "2024-07-01-09:30", "2024-07-31-15:55", 5)
+    assert [c.partitions for c in chunks] == [4 * 78 + 42, 5 * 78, 5 * 78, 5 * 78, 2 * 78]
+    assert sum(c.partitions for c in chunks) == 21 * 78 + 42
+    assert [(c.first, c.last) for c in chunks[:2]] == [
+        ("2024-07-01-09:30", "2024-07-08-15:55"),  # Mon, Tue, Wed (early close), Fri, Mon
+        ("2024-07-09-09:30", "2024-07-15-15:55"),
+    ]
+    # Every run after the first starts a session, so it reads the gap before it: no bar read twice.
+    reads = [run_windows(c.first, c.last, cal) for c in chunks]
+    assert all(a.end_ms == b.read_start_ms for a, b in itertools.pairwise(reads))
+    # A range starting inside a session keeps its first windows in the first run.
+    assert session_chunks(cal, "2024-07-02-15:00", "2024-07-05-10:00", 1)[0].partitions == 12
+    with pytest.raises(BackfillError, match="at least 1"):
+        session_chunks(cal, "2024-07-01-09:30", "2024-07-31-15:55", 0)

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
-from dagster import AssetSelection, DagsterEventType, DagsterInstance, materialize
+from dagster import AssetKey, AssetSelection, DagsterEventType, DagsterInstance, materialize
 
 import tick_platform.checks
 from streaming.kernel.records import Bar
@@ -19,7 +19,7 @@ from streaming.kernel.settings import KafkaSettings, Settings
 from tick_platform.backfill import BackfillReport, materialize_facts
 from tick_platform.bar_reader import first_offset_at, open_consumer, watermarks
 from tick_platform.checks import FACT_CHECK_NAMES, FACT_CHECKS
-from tick_platform.partitions import range_tags
+from tick_platform.partitions import RANGE_END_TAG, RANGE_START_TAG, range_tags
 from tick_platform.resources import KafkaResource, warehouse_resource
 from tick_platform.warehouse_sql import VIEWS
 from tick_platform_tests.test_platform_support import (
@@ -116,6 +116,37 @@ def test_day_backfill_matches_independent_ohlcv(
     assert vwap is not None and abs(vwap[0] - total) < 1e-6 and vwap[1] == 3_582_490
     # NYSE 2010: 261 weekdays less 9 holidays, x 390 minutes, less the 180 of the Nov 26 early close.
     assert minutes_2010 == (261 - 9) * 390 - 180
+
+
+def test_a_backfill_in_runs_of_one_session_tracks_every_partition(
+    kafka: KafkaSettings, sample_ticks: pl.DataFrame, tmp_path: Path
+) -> None:
+    # The sample day and the same ticks one session later (Thursday): two sessions, two runs.
+    ticks = pl.concat([sample_ticks, sample_ticks.with_columns(pl.col("ts_ms") + 86_400_000)])
+    produce_bars(kafka, bars_from_ticks(ticks))
+    settings = _settings(tmp_path / "w.duckdb")
+    instance = DagsterInstance.ephemeral()
+    report = materialize_facts(
+        DAY_START, DAY_END + timedelta(days=1), settings, kafka=kafka, instance=instance, sessions_per_run=1
+    )
+    assert report.success and len(report.run_ids) == 2 and len(set(report.run_ids)) == 2
+    assert (report.first_partition, report.last_partition, report.partitions) == (
+        "2010-02-17-09:30", "2010-02-18-15:40", 78 + 75)
+    # Dagster recorded every partition, each by the run of its session.
+    for key in ("fact_ticks_60s", "fact_ticks_300s"):
+        done = instance.get_materialized_partitions(AssetKey(key))
+        assert len(done) == 78 + 75 and {k[:10] for k in done} == {"2010-02-17", "2010-02-18"}
+    runs = [instance.get_run_by_id(r) for r in report.run_ids]
+    assert [(r.tags[RANGE_START_TAG], r.tags[RANGE_END_TAG]) for r in runs if r is not None] == [
+        ("2010-02-17-09:30", "2010-02-17-15:55"), ("2010-02-18-09:30", "2010-02-18-15:40")]
+    # Each run's window checks passed (freshness only in the last run, when the range is whole).
+    window_checks = [c for c in report.checks if c.name != "fact_300s_freshness"]
+    assert len(window_checks) == 2 * (len(FACT_CHECK_NAMES) - 1) and report.checks_passed
+    assert [c.name for c in report.checks].count("fact_300s_freshness") == 1
+    assert report.rows == {"FACT_TICKS_60S": 2 * 374, "FACT_TICKS_300S": 2 * 75}
+    db = settings.warehouse.duckdb_path
+    assert_facts_equal(_table(db, "FACT_TICKS_60S"), expected_ohlcv(ticks, 60))
+    assert_facts_equal(_table(db, "FACT_TICKS_300S"), expected_ohlcv(ticks, 300))
 
 
 def _snapshot(db: Path) -> tuple[list[tuple], list[tuple]]:

@@ -281,6 +281,9 @@ class WarehouseSettings(BaseSettings):
         "regular", validation_alias=_renamed("SESSION_HOURS"))
     exchange: str = Field("XNYS", pattern=r"^[A-Z0-9]{2,8}$",  # an exchange_calendars code
                           validation_alias=_renamed("EXCHANGE"))
+    # A backfill is one ranged run per this many sessions (a week by default): a run holds its
+    # chunk's bars in memory, and a failure stops at a chunk boundary, the earlier runs kept.
+    backfill_sessions_per_run: int = Field(5, ge=1)
     consumer_group: str = Field("tick-platform-facts", validation_alias=_renamed("CONSUMER_GROUP"))
     freshness_sla_s: int = Field(30, ge=1, validation_alias=_renamed("FRESHNESS_SLA_S"))
 

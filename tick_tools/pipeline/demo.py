@@ -164,7 +164,7 @@ def _backfill(settings: Settings, replay: ReplaySummary, console: Console) -> Ba
 
         result = materialize_facts(start, end, settings, log_level="WARNING")
     console.print(f"  partitions {result.first_partition} … {result.last_partition} ({result.partitions}), "
-                  f"run {result.run_id[:8]}: {'success' if result.success else 'FAILED'}")
+                  f"{len(result.run_ids)} run(s) from {result.run_id[:8]}: {'success' if result.success else 'FAILED'}")
     return result
 
 
