@@ -9,6 +9,7 @@ from dagster import (
     DefaultSensorStatus,
     MetadataValue,
     RunRequest,
+    RunsFilter,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -22,6 +23,7 @@ from tick_platform.calendar import TradingCalendar
 from tick_platform.closure import SensorCursor, advance_states, closed_until, offsets_went_back, windows_to_request
 from tick_platform.jobs import FACT_JOB_NAME
 from tick_platform.partitions import (
+    RANGE_END_TAG,
     WINDOW_MS,
     configured_calendar,
     floor_window,
@@ -44,7 +46,28 @@ def _run_requests(starts: list[int], calendar: TradingCalendar) -> list[RunReque
     return [RunRequest(run_key=f"{first}...{last}", tags=range_tags(first, last))]
 
 
+SENSOR_NAME = "closed_windows_sensor"
+PARTITION_TAG = "dagster/partition"
+PARENT_RUN_TAG = "dagster/parent_run_id"
+
+
+def requested_until(context: SensorEvaluationContext, calendar: TradingCalendar) -> int | None:
+    """The end of the last window the sensor's newest run (not a retry) covers, from the instance.
+
+    The cursor is stored after the runs are submitted: a daemon killed in between leaves a tick
+    whose runs exist but whose cursor does not, and the next tick, on the old cursor, would
+    request those windows again under a wider run key. The runs themselves are the record.
+    """
+    for run in context.instance.get_runs(filters=RunsFilter(tags={"dagster/sensor_name": SENSOR_NAME}), limit=10):
+        if PARENT_RUN_TAG in run.tags:
+            continue  # a run retry re-runs older windows
+        last = run.tags.get(RANGE_END_TAG) or run.tags.get(PARTITION_TAG)
+        return calendar.key_start_ms(last) + WINDOW_MS if last else None
+    return None
+
+
 @sensor(
+    name=SENSOR_NAME,
     job_name=FACT_JOB_NAME,
     minimum_interval_seconds=5,  # a window closes at most ~5 s before the sensor sees it
     default_status=DefaultSensorStatus.RUNNING,
@@ -93,6 +116,15 @@ def _evaluate(context: SensorEvaluationContext, kafka: KafkaResource, full: Sett
     closed_end = closed_until(states, now_ms, kafka.idle_ms(), kafka.horizon_ms())
     if closed_end is not None and end_ms is not None:
         closed_end = min(closed_end, end_ms)  # bars past WAREHOUSE_PARTITIONS_END have no partition
+    if next_window is not None and not went_back:
+        # A topic recreated on purpose is read again from its first bar; otherwise never re-request.
+        done = requested_until(context, calendar)
+        if done is not None and done > next_window:
+            context.log.warning(
+                f"the cursor's next window {calendar.key(next_window)} is behind the sensor's last run "
+                f"(up to {calendar.key(done - WINDOW_MS)}): its tick was cut off before the cursor was stored"
+            )
+            next_window = done
     starts = (
         windows_to_request(next_window, closed_end, MAX_REQUESTS_PER_TICK, calendar) if next_window is not None else []
     )

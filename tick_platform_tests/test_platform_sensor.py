@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -11,6 +12,7 @@ import pytest
 from dagster import (
     AssetMaterialization,
     DagsterInstance,
+    DagsterRun,
     RunRequest,
     SensorResult,
     SkipReason,
@@ -23,6 +25,7 @@ from streaming.kernel.settings import KafkaSettings
 from streaming.kernel.topics import recreate_topics
 from tick_platform.assets.facts import FACT_60S_KEY
 from tick_platform.closure import SensorCursor
+from tick_platform.partitions import RANGE_END_TAG, RANGE_START_TAG
 from tick_platform.resources import KafkaResource
 from tick_platform.schedules import fact_ticks_schedule
 from tick_platform.sensors import closed_windows_sensor
@@ -107,6 +110,35 @@ def test_sensor_requests_closed_windows_once_across_restarts(kafka: KafkaSetting
     keys, cursor = _evaluate(eager, cursor, instance)
     assert keys == ["2010-02-17-15:40"]  # the last window, closed by the idle timeout
     assert _evaluate(eager, cursor, instance)[0] == []
+
+
+def test_a_tick_cut_off_before_its_cursor_was_stored_requests_nothing_twice(
+    kafka: KafkaSettings, sample_path: Path
+) -> None:
+    bars = bars_from_ticks(read_kibot(sample_path))
+    cut = next(i for i, b in enumerate(bars) if b.start_ts_ms >= FIRST_WINDOW_MS + 60 * 60_000)
+    produce_bars(kafka, bars[:cut])  # up to 10:30 ET
+    instance = DagsterInstance.ephemeral()
+    eager = KafkaResource.from_settings(kafka, idle_timeout_ms=1)
+    time.sleep(0.05)
+    with build_sensor_context(cursor=None, resources={"kafka": eager}, instance=instance) as context:
+        result = closed_windows_sensor(context)
+    assert isinstance(result, SensorResult) and result.run_requests and result.cursor
+    (request,) = result.run_requests
+    stored_cursor = result.cursor  # had the daemon lived, it would have stored this one
+    # The daemon submitted the tick's run, then died before storing its cursor: the run exists.
+    instance.add_run(DagsterRun(job_name="fact_ticks_job", run_id=str(uuid.uuid4()),
+                                tags={**request.tags, "dagster/sensor_name": "closed_windows_sensor"}))
+    first_keys = [k for k in ALL_KEYS if request.tags[RANGE_START_TAG] <= k <= request.tags[RANGE_END_TAG]]
+    assert first_keys[0] == "2010-02-17-09:30" and len(first_keys) >= 2
+    following = ALL_KEYS[ALL_KEYS.index(first_keys[-1]) + 1]
+    produce_bars(kafka, bars[cut:])  # more windows close meanwhile: a re-evaluation would widen the range
+    time.sleep(0.05)
+    keys, _ = _evaluate(eager, None, instance)  # the next tick starts from the cursor before the lost one
+    assert keys and keys[0] == following and not set(keys) & set(first_keys)
+    # With the cursor stored, the run record agrees with it: the same next windows.
+    keys, _ = _evaluate(eager, stored_cursor, instance)
+    assert keys and keys[0] == following
 
 
 def test_a_topic_reset_under_the_stored_cursor_requests_the_new_bars_windows(kafka: KafkaSettings,
