@@ -113,6 +113,13 @@ class TradingCalendar:
         s = self.session_at(ts_ms)
         return None if s is None else s.open_ms + (ts_ms - s.open_ms) // WINDOW_MS * WINDOW_MS
 
+    def last_close_by(self, ts_ms: int) -> int | None:
+        """The close of the newest session that closed at or before `ts_ms`, or None before the first."""
+        i = bisect.bisect_right(self._opens, ts_ms) - 1
+        if i >= 0 and self.sessions[i].close_ms > ts_ms:
+            i -= 1  # `ts_ms` is inside session i: the one before it closed last
+        return self.sessions[i].close_ms if i >= 0 else None
+
     def gap_before(self, start_ms: int) -> int | None:
         """Where the gap before a session's first window begins (the previous close), else None.
 

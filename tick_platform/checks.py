@@ -276,8 +276,7 @@ def _last_session_end(kafka: KafkaResource, bound_ms: int) -> int | None:
     if calendar.session_at(end - 1) is not None:
         return end
     # In a gap: the facts are fresh once the previous session's last window is loaded.
-    before = [s.close_ms for s in calendar.sessions if s.close_ms <= end]
-    return before[-1] if before else None
+    return calendar.last_close_by(end)
 
 
 _COARSEST = FACT_SPECS[-1]

@@ -141,3 +141,12 @@ def test_a_long_backfill_is_cut_into_runs_of_whole_sessions() -> None:
     assert session_chunks(cal, "2024-07-02-15:00", "2024-07-05-10:00", 1)[0].partitions == 12
     with pytest.raises(BackfillError, match="at least 1"):
         session_chunks(cal, "2024-07-01-09:30", "2024-07-31-15:55", 0)
+
+
+def test_the_last_close_skips_holidays_and_the_session_in_progress() -> None:
+    cal = calendar_for("2024-07-01", "2024-08-01")
+    jul3_close = _ms(2024, 7, 3, 13, 0)  # an early close, then the Jul 4 holiday
+    assert cal.last_close_by(_ms(2024, 7, 4, 12, 0)) == jul3_close
+    assert cal.last_close_by(_ms(2024, 7, 5, 10, 0)) == jul3_close  # Jul 5 is still open
+    assert cal.last_close_by(_ms(2024, 7, 5, 16, 0)) == _ms(2024, 7, 5, 16, 0)
+    assert cal.last_close_by(_ms(2024, 7, 1, 9, 0)) is None
