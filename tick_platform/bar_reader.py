@@ -8,6 +8,7 @@ offsets finds the first revision-0 bar at or past a given event time.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ from typing import Any
 
 import msgspec
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streaming.kernel.errors import KafkaAccessError, TickPlatformError
 from streaming.kernel.kafka_access import check_access, denied_access
@@ -24,6 +25,12 @@ from streaming.kernel.records import Bar, bar_decoder
 from streaming.kernel.settings import KafkaSettings
 
 _PROBE_TIMEOUT_S = 10.0
+# A window's or a backfill chunk's bars are read in batches (consume): a poll per record cost
+# three times as much. Larger fetch sizes than librdkafka's defaults made it slower, not faster.
+_BATCH = 20_000
+# consume() returns when it has its count or after this wait; a range's last call (its visible
+# records fewer than its offsets: transaction markers, the partition's end) waits it once.
+_BATCH_WAIT_S = 0.05
 
 
 class BarReadError(TickPlatformError):
@@ -197,6 +204,67 @@ def _records(
         consumer.unassign()
 
 
+def _batches(consumer: Consumer, topic: str, partition: int, start: int, end: int) -> Iterator[list[bytes | None]]:
+    """Values of the visible records of offsets [start, end) in order, a batch at a time.
+
+    Same stop rule as `_records` (the partition's end, an offset at or past `end`); a batch
+    consume costs a few microseconds per record where a poll per record costs several times that.
+    """
+    if start >= end:
+        return
+    consumer.assign([TopicPartition(topic, partition, start)])
+    try:
+        nxt, last_progress = start, time.monotonic()
+        while True:
+            msgs = consumer.consume(min(_BATCH, end - nxt), timeout=_BATCH_WAIT_S)
+            # Whole-batch passes (comprehensions) instead of a loop per record: the loop was a third of the cost.
+            good = [m for m in msgs if m.error() is None]
+            done = len(good) != len(msgs) and _batch_ended(msgs, topic, partition)
+            if good and good[-1].offset() >= end - 1:
+                good = [m for m in good if m.offset() < end]
+                done = True
+            if good:
+                nxt = int(good[-1].offset()) + 1
+                last_progress = time.monotonic()
+                yield [m.value() for m in good]
+            if done:
+                return
+            if time.monotonic() - last_progress > _PROBE_TIMEOUT_S:
+                raise BarReadError(f"timed out reading {topic}[{partition}] at offsets [{nxt}, {end})")
+    finally:
+        consumer.unassign()
+
+
+def _batch_ended(msgs: list[Message], topic: str, partition: int) -> bool:
+    """True when a batch's events include the partition's end; raises on any other error event."""
+    ended = False
+    for msg in msgs:
+        err = msg.error()
+        if err is None:
+            continue
+        if err.code() == KafkaError._PARTITION_EOF:
+            ended = True
+        elif err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            raise ReadNotAuthorized(f"reading {topic}[{partition}]: {err}")
+        else:
+            raise BarReadError(f"reading {topic}[{partition}]: {err}")
+    return ended
+
+
+def _scan_bars(
+    consumer: Consumer, topic: str, partition: int, start: int, end: int, start_ms: int, end_ms: int
+) -> tuple[list[Bar], int]:
+    """The bars of `[start_ms, end_ms)` among offsets [start, end), and how many records were not bars."""
+    bars: list[Bar] = []
+    skipped = 0
+    for values in _batches(consumer, topic, partition, start, end):
+        decoded = list(map(_decode, values))
+        found = [b for b in decoded if b is not None]
+        skipped += len(decoded) - len(found)
+        bars += [b for b in found if start_ms <= b.start_ts_ms < end_ms]
+    return bars, skipped
+
+
 def _scan(consumer: Consumer, topic: str, partition: int, start: int, end: int) -> Iterator[tuple[int, Bar | None]]:
     """Like `_records`, decoded as bars (None where a record is not a bar)."""
     for offset, value in _records(consumer, topic, partition, start, end):
@@ -237,8 +305,18 @@ def first_offset_at(consumer: Consumer, topic: str, partition: int, low: int, hi
     `f(o)` = start of the first revision-0 bar at an offset >= o is non-decreasing in o
     (the aggregator's ordering contract), so a binary search over offsets finds it.
     """
+    # The ends first: a backfill's range usually starts before a partition's first bar or ends
+    # after its last, and then the answer costs one or two probes instead of a search.
+    head = _probe(consumer, topic, partition, low, high)
+    if head.start_ms is None:
+        return high
+    if head.start_ms >= ts_ms:
+        return head.offset
+    newest = last_revision0_start(consumer, topic, partition, head.offset, high)
+    if newest is not None and newest < ts_ms:
+        return high
     # Invariant: the answer is in [lo, hi) or is `best` (a revision-0 offset at/past ts_ms, or high).
-    lo, hi, best = low, high, high
+    lo, hi, best = head.offset + 1, high, high
     while lo < hi:
         mid = (lo + hi) // 2
         probe = _probe(consumer, topic, partition, mid, hi)
@@ -270,11 +348,9 @@ def read_window(kafka: KafkaSettings, start_ms: int, end_ms: int, horizon_ms: in
             ranges.append(OffsetRange(p, first, last))
             if low > 0 and first == low:
                 truncated.append(p)
-            for _, bar in _scan(consumer, topic, p, first, last):
-                if bar is None:
-                    skipped += 1
-                elif start_ms <= bar.start_ts_ms < end_ms:
-                    bars.append(bar)
+            found, bad = _scan_bars(consumer, topic, p, first, last, start_ms, end_ms)
+            bars += found
+            skipped += bad
     return WindowBars(start_ms, end_ms, bars, ranges, skipped, truncated)
 
 
@@ -284,11 +360,9 @@ def read_ranges(kafka: KafkaSettings, ranges: list[OffsetRange], start_ms: int, 
     skipped = 0
     with open_consumer(kafka) as consumer:
         for r in ranges:
-            for _, bar in _scan(consumer, kafka.topic_agg, r.partition, r.start, r.end):
-                if bar is None:
-                    skipped += 1
-                elif start_ms <= bar.start_ts_ms < end_ms:
-                    bars.append(bar)
+            found, bad = _scan_bars(consumer, kafka.topic_agg, r.partition, r.start, r.end, start_ms, end_ms)
+            bars += found
+            skipped += bad
     return WindowBars(start_ms, end_ms, bars, list(ranges), skipped)
 
 

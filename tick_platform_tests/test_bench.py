@@ -124,3 +124,25 @@ def test_quix_job_and_our_aggregator_make_the_same_bars(kafka_cluster: LocalClus
     # Quix final() closes a window only on a later message of its partition: each symbol's last window(s)
     # stay open at the end of the input, where our idle timeout flushes them.
     assert check["only_ours"] <= 2 * 4
+
+
+def test_history_bars_are_the_aggregators_contract_in_its_order() -> None:
+    """The history section's synthetic bars decode as Bars, are consistent OHLC, and come in event-time order."""
+    from streaming.kernel.records import bar_decoder
+    from tick_tools.bench.history_bench import _sessions, session_bars
+
+    sessions = _sessions(12)
+    days = [d for d, _, _ in sessions]
+    assert "2024-03-29" not in days  # Good Friday is no session
+    before, after = sessions[days.index("2024-03-08")], sessions[days.index("2024-03-11")]
+    assert before[1] % 86_400_000 == (14 * 60 + 30) * 60_000  # 09:30 EST = 14:30 UTC
+    assert after[1] % 86_400_000 == (13 * 60 + 30) * 60_000  # 09:30 EDT = 13:30 UTC (DST from 2024-03-10)
+    _, open_ms, close_ms = sessions[0]
+    frame = session_bars(open_ms, close_ms, ["AAA", "BBB"], 0.4, seed=1)
+    bars = [bar_decoder.decode(line) for line in frame.write_ndjson().encode().splitlines()]
+    assert len(bars) == frame.height
+    assert 0.35 < len(bars) / (2 * (close_ms - open_ms) / 1000) < 0.45
+    starts = [b.start_ts_ms for b in bars]
+    assert starts == sorted(starts) and open_ms <= starts[0] and starts[-1] < close_ms
+    assert all(b.low <= min(b.open, b.close) <= max(b.open, b.close) <= b.high for b in bars)
+    assert all(b.bar_id == f"{b.symbol}-{b.start_ts_ms:013d}-time-1s" for b in bars)

@@ -33,7 +33,7 @@ class Bin(msgspec.Struct, frozen=True, kw_only=True):
     source: str = "replay"
 
 
-class Bar(msgspec.Struct, frozen=True, kw_only=True):
+class Bar(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One final OHLCV bar of one symbol (ticks.agg.1s for the default spec, time-1s).
 
     `spec` is the canonical text of its `BarSpec` (`time-1s`, `time-5s`) and ends its

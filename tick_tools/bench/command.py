@@ -25,11 +25,12 @@ from streaming.kernel.settings import PROJECT_ROOT
 from tick_tools.bench.harness import Bench, Figure, Sizes, load_average
 
 SECTIONS = ["limit", "replay", "aggregate", "quix", "latency", "memory", "warehouse", "sensor", "partitions",
-            "profile"]
+            "history", "profile"]
 
 
 def _section_runners() -> dict[str, Callable[[Bench], None]]:
     from tick_tools.bench.aggregate_bench import run_aggregate_section, run_quix_section
+    from tick_tools.bench.history_bench import run_history_section
     from tick_tools.bench.latency import run_latency_section
     from tick_tools.bench.memory import run_memory_section
     from tick_tools.bench.partitions_bench import run_partitions_section
@@ -49,6 +50,7 @@ def _section_runners() -> dict[str, Callable[[Bench], None]]:
         "warehouse": run_warehouse_section,
         "sensor": run_sensor_section,
         "partitions": run_partitions_section,
+        "history": run_history_section,
         "profile": run_profile_section,
     }
 

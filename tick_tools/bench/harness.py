@@ -172,6 +172,11 @@ class Sizes:
     profile_ticks: int
     warehouse_hours: float
     sensor_windows: int  # closed 5-minute windows timed in live mode (each costs 5 minutes)
+    # History: trading days backfilled per point, symbols, share of symbol-seconds holding a 1 s bar
+    # (0.4 is section 3's synthetic day: 50,000 ticks per symbol give about 9,000 bars per symbol).
+    history_days: list[int] = field(default_factory=lambda: [5, 20, 40])
+    history_symbols: int = 100
+    history_bar_share: float = 0.4
 
     def override(self, assignments: Sequence[str]) -> Sizes:
         """Apply `name=value` overrides (lists comma-separated), e.g. memory_lengths=1000000,5000000."""
@@ -191,7 +196,7 @@ class Sizes:
     @classmethod
     def quick(cls) -> Sizes:
         return cls(300_000, 100, 2_000, 200_000, 40_000, 20.0, 15.0,
-                   [100_000, 200_000, 400_000], [10, 100, 1_000], 30_000, 100_000, 0.25, 0)
+                   [100_000, 200_000, 400_000], [10, 100, 1_000], 30_000, 100_000, 0.25, 0, [1, 2], 10, 0.1)
 
     @classmethod
     def full(cls) -> Sizes:
