@@ -124,6 +124,7 @@ def fact_ticks_window(
         raise Failure(description=str(exc), allow_retries=False) from None
     read_at = time.perf_counter()
     all_bars = bars_frame(read.bars)
+    read.bars.clear()  # the frame holds them now: a chunk of sessions' bars is not kept twice
     bars = session_bars(all_bars, calendar)
     outside = latest_revisions(outside_session(all_bars, calendar))
     rows = {spec: rollup_bars(bars, spec.window_s) for spec in FACT_SPECS}
@@ -157,10 +158,10 @@ def fact_ticks_window(
         "exchange": MetadataValue.text(exchange),
         "topic": MetadataValue.text(settings.kafka.topic_agg),
         "offsets": MetadataValue.json(read.offsets_json()),
-        "bars_read": MetadataValue.int(len(read.bars)),
+        "bars_read": MetadataValue.int(all_bars.height),
         "bars_1s": MetadataValue.int(unique_bars),
         "bars_outside_session": MetadataValue.int(outside.height),
-        "revisions_superseded": MetadataValue.int(len(read.bars) - latest_revisions(all_bars).height),
+        "revisions_superseded": MetadataValue.int(all_bars.height - latest_revisions(all_bars).height),
         "undecodable_skipped": MetadataValue.int(read.skipped),
         "partitions_truncated": MetadataValue.json(read.truncated),
         "symbols": MetadataValue.int(finest["SYMBOL"].n_unique() if finest.height else 0),
@@ -172,7 +173,7 @@ def fact_ticks_window(
     }
     context.log.info(
         f"{label} ({len(run.windows)} session windows, bars from {naive_utc(start_ms):%Y-%m-%d %H:%M} to "
-        f"{naive_utc(end_ms):%Y-%m-%d %H:%M} UTC): {len(read.bars)} bars from {read.offsets_json()} -> {written}"
+        f"{naive_utc(end_ms):%Y-%m-%d %H:%M} UTC): {all_bars.height} bars from {read.offsets_json()} -> {written}"
     )
     for spec in FACT_SPECS:
         yield MaterializeResult(

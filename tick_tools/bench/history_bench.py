@@ -78,7 +78,9 @@ def produce_history(brokers: str, topic: str, partitions: int, sessions: list[tu
                     symbols: list[str], share: float) -> int:
     """Produce every session's bars into `topic` in transactions, keyed and partitioned like the aggregator."""
     producer = Producer({"bootstrap.servers": brokers, "transactional.id": f"history-bench-{topic}",
-                         "linger.ms": 20, "batch.size": 1_000_000, "compression.type": "lz4"})
+                         "linger.ms": 20, "batch.size": 1_000_000, "compression.type": "lz4",
+                         # errors only: a fresh broker's "coordinator load in progress" retries are not news
+                         "log_level": 3})
     producer.init_transactions(30)
     part = {s: zlib.crc32(s.encode()) % partitions for s in symbols}
     keys = {s: s.encode() for s in symbols}
