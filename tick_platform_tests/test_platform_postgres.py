@@ -134,6 +134,9 @@ def test_runner_restarts_keep_the_data_and_need_the_password(postgres: LocalPost
         db.close()
     pid = postgres.pid()
     assert pid is not None and postgres.up() is False  # already running: nothing to do
+    with pytest.raises(PostgresError, match=r"^PostgreSQL already runs at 127\.0\.0\.1:\d+ from .*`postgres down`"):
+        LocalPostgres(postgres.run_dir, port=free_port()).up()  # would write a port nobody listens on
+    assert LocalPostgres(postgres.run_dir).port == postgres.port
     assert postgres.down() is True
     assert postgres.pid() is None and postgres.down() is False
     with pytest.raises(PostgresError, match=r"^cannot connect to PostgreSQL at 127\.0\.0\.1:\d+: "):

@@ -120,6 +120,7 @@ class LocalPostgres:
         self.run_dir = run_dir.resolve()
         self._bin_dir = bin_dir
         saved = self._saved_layout()
+        self._saved = saved
         self.host = host or (saved.host if saved else DEFAULT_HOST)
         self.port = port or (saved.port if saved else DEFAULT_PORT)
         # The superuser and database are created by the first `up`: later arguments cannot rename them.
@@ -189,6 +190,10 @@ class LocalPostgres:
         Returns False if the server was already running (the database and env file are still ensured).
         """
         started = False
+        if self.running() and self._saved is not None and (self.host, self.port) != (self._saved.host,
+                                                                                     self._saved.port):
+            raise PostgresError(f"PostgreSQL already runs at {self._saved.host}:{self._saved.port} from "
+                                f"{self.run_dir}; `postgres down` first to move it to {self.host}:{self.port}")
         if not self.running():
             if not port_free(self.host, self.port):
                 raise PostgresError(f"port {self.host}:{self.port} is taken by another process; "
