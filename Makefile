@@ -8,12 +8,15 @@ PYTHON  := $(BIN)/python
 STAMP   := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 DATA    ?=
+# Dagster's instance storage: sqlite (files under DAGSTER_HOME, no setup) or postgres (dagster.postgres.yaml).
+export DAGSTER_STORAGE ?= sqlite
 SYMBOL  ?=
 ARGS    ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install jars browser up up3 up-secure down status reset topics smoke replay aggregate api platform \
-        snowflake-loader dashboard pipeline demo validate test test-unit lint typecheck bench reliability clean
+        snowflake-loader dashboard pipeline demo validate test test-unit lint typecheck bench reliability clean \
+        postgres-up postgres-down postgres-status
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -72,23 +75,45 @@ api: $(STAMP) ## Run the mock tick API on DATA
 	$(PYTHON) -m streaming api $(DATA) $(ARGS)
 
 DAGSTER_PREP = $(PYTHON) -c "from pathlib import Path; from tick_tools.pipeline.services import prepare_dagster_home; prepare_dagster_home(Path('$(DAGSTER_HOME)'))"
+# On postgres storage without DAGSTER_PG_HOST in the environment, the Dagster targets start the local
+# server (idempotent) and read its connection (DAGSTER_PG_*) from the file it writes.
+PG_ENV  := .run/postgres/dagster.env
+ifeq ($(DAGSTER_STORAGE),postgres)
+ifndef DAGSTER_PG_HOST
+PG_UP   = $(PYTHON) -m tick_tools postgres up
+PG_ENV_SH = set -a && . ./$(PG_ENV) && set +a &&
+endif
+endif
 
-platform: $(STAMP) ## Dagster UI and daemon (dagster dev) with DAGSTER_HOME in the project
+postgres-up: $(STAMP) ## Start the local PostgreSQL for DAGSTER_STORAGE=postgres (wheel binaries, .run/postgres, 127.0.0.1:5433)
+	$(PYTHON) -m tick_tools postgres up $(ARGS)
+
+postgres-down: $(STAMP) ## Stop the local PostgreSQL (its data stays)
+	$(PYTHON) -m tick_tools postgres down
+
+postgres-status: $(STAMP) ## The local PostgreSQL: address, database, pid
+	$(PYTHON) -m tick_tools postgres status
+
+platform: $(STAMP) ## Dagster UI and daemon (dagster dev) with DAGSTER_HOME in the project (DAGSTER_STORAGE=postgres: on PostgreSQL)
+	$(PG_UP)
 	$(DAGSTER_PREP)
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(PG_ENV_SH) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 snowflake-loader: $(STAMP) ## Run the Dagster daemon (schedule + sensor load the facts)
+	$(PG_UP)
 	$(DAGSTER_PREP)
-	$(BIN)/dagster-daemon run -w workspace.yaml
+	$(PG_ENV_SH) $(BIN)/dagster-daemon run -w workspace.yaml
 
 dashboard: $(STAMP) ## Streamlit live view
 	$(PYTHON) -m tick_tools dashboard
 
 pipeline: $(STAMP) ## The whole pipeline in one shell (api, replay, aggregate, dagster); Ctrl+C stops it
-	$(PYTHON) -m tick_tools pipeline $(if $(DATA),--data $(DATA)) $(if $(SYMBOL),--symbol $(SYMBOL)) $(ARGS)
+	$(PG_UP)
+	$(PG_ENV_SH) $(PYTHON) -m tick_tools pipeline $(if $(DATA),--data $(DATA)) $(if $(SYMBOL),--symbol $(SYMBOL)) $(ARGS)
 
 demo: $(STAMP) ## End to end on the embedded default: broker, replay, aggregate, facts, checks, verdict
-	$(PYTHON) -m tick_tools demo $(if $(DATA),--data $(DATA)) $(if $(SYMBOL),--symbol $(SYMBOL)) $(ARGS)
+	$(PG_UP)
+	$(PG_ENV_SH) $(PYTHON) -m tick_tools demo $(if $(DATA),--data $(DATA)) $(if $(SYMBOL),--symbol $(SYMBOL)) $(ARGS)
 
 validate: $(STAMP) ## Recompute bars independently and compare (ARGS=--bins ... --bars ... | --kafka)
 	$(PYTHON) -m streaming validate $(ARGS)
@@ -117,4 +142,5 @@ reliability: $(STAMP) ## Fault-injection suite; writes docs/reliability.md
 
 clean: ## Remove the venv, caches, run folders (not data/input)
 	-$(PYTHON) -m tick_tools broker down
+	-$(PYTHON) -m tick_tools postgres down
 	rm -rf $(VENV) .run .dagster_home .pytest_cache .mypy_cache .ruff_cache tick_platform_tests/_output

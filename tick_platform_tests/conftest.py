@@ -28,8 +28,10 @@ from tick_tools.broker.runner import LocalCluster, free_port_base
 _EMPTY_ENV = Path(tempfile.mkdtemp(prefix="tick-env-")) / "empty.env"
 _EMPTY_ENV.write_text("")
 os.environ["ENV_FILE"] = str(_EMPTY_ENV)
+# Nor the developer's choice of Dagster instance storage (DAGSTER_STORAGE, DAGSTER_PG_*): tests pick it.
+_OURS = {"KAFKA", "REPLAY", "AGG", "SNOW", "SNOWFLAKE", "DASHBOARD", "API", "BROKER"}
 for _name in list(os.environ):
-    if _name.split("_", 1)[0] in {"KAFKA", "REPLAY", "AGG", "SNOW", "SNOWFLAKE", "DASHBOARD", "API", "BROKER"}:
+    if _name.split("_", 1)[0] in _OURS or _name == "DAGSTER_STORAGE" or _name.startswith("DAGSTER_PG_"):
         del os.environ[_name]
 # The facts of the suite are those of the real sample (2010-02-17): the window the sensor and the
 # schedule read when they run, and the one subprocesses get (tests of other days set their own).

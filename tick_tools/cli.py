@@ -1,8 +1,8 @@
 """The whole CLI, `tickpipe` / `python -m tick_tools <command>` (typer).
 
 The daemons' commands (topics, synth, api, replay, aggregate, validate) come from
-`streaming.cli`; this module adds the tooling on top: the local broker, smoke, dashboard,
-pipeline, demo and bench.
+`streaming.cli`; this module adds the tooling on top: the local broker, the local PostgreSQL, smoke,
+dashboard, pipeline, demo and bench.
 """
 
 from __future__ import annotations
@@ -12,9 +12,12 @@ from streaming.cli_support import cli_app, one_line_errors, out, settings_or_exi
 from tick_tools.bench.command import bench
 from tick_tools.broker.command import broker_app
 from tick_tools.pipeline.command import demo, pipeline
+from tick_tools.postgres.command import postgres_app
 
-app = cli_app("tickpipe", "Tick platform: local broker, topics, replay, aggregate, validate, pipeline, demo, bench.")
+app = cli_app("tickpipe", "Tick platform: local broker and PostgreSQL, topics, replay, aggregate, validate, pipeline, "
+              "demo, bench.")
 app.add_typer(broker_app, name="broker")
+app.add_typer(postgres_app, name="postgres")
 register_stage_commands(app)
 app.command("pipeline")(pipeline)
 app.command("demo")(demo)

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Literal, cast
 
+import yaml
+
+from streaming.kernel.errors import ConfigError
 from streaming.kernel.settings import PROJECT_ROOT, Settings
 from tick_tools.pipeline.supervisor import ServiceSpec
 
 DAGSTER_YAML_TEMPLATE = PROJECT_ROOT / "tick_platform" / "dagster_home" / "dagster.yaml"
+DAGSTER_POSTGRES_YAML_TEMPLATE = PROJECT_ROOT / "tick_platform" / "dagster_home" / "dagster.postgres.yaml"
+InstanceStorage = Literal["sqlite", "postgres"]
+DAGSTER_TEMPLATES: dict[InstanceStorage, Path] = {
+    "sqlite": DAGSTER_YAML_TEMPLATE,
+    "postgres": DAGSTER_POSTGRES_YAML_TEMPLATE,
+}
 
 
 def _cli(*args: str) -> list[str]:
@@ -22,12 +33,53 @@ def _bin(name: str) -> str:
     return str(local) if local.exists() else name
 
 
-def prepare_dagster_home(home: Path) -> Path:
-    """DAGSTER_HOME inside the project, with the platform's instance settings (run queue, pools)."""
+def instance_storage(storage: str | None = None) -> InstanceStorage:
+    """`storage`, else DAGSTER_STORAGE, else sqlite; ConfigError for anything but sqlite or postgres."""
+    chosen = (storage or os.environ.get("DAGSTER_STORAGE") or "sqlite").strip().lower()
+    if chosen not in DAGSTER_TEMPLATES:
+        raise ConfigError(f"DAGSTER_STORAGE: choose sqlite or postgres (got {chosen!r})")
+    return chosen
+
+
+def _storage_of(config_file: Path) -> InstanceStorage | None:
+    """Which of the two storages a dagster.yaml configures (None: another one, e.g. a user's own)."""
+    try:
+        config = yaml.safe_load(config_file.read_text()) or {}
+    except yaml.YAMLError:
+        return None
+    storage = config.get("storage") if isinstance(config, dict) else None
+    if storage is None:
+        return "sqlite"  # Dagster's default: SQLite files under DAGSTER_HOME
+    if isinstance(storage, dict) and set(storage) <= {"sqlite", "postgres"} and len(storage) == 1:
+        return cast(InstanceStorage, next(iter(storage)))
+    return None
+
+
+def prepare_dagster_home(home: Path, storage: str | None = None) -> Path:
+    """DAGSTER_HOME inside the project, with the platform's instance settings (run queue, pools).
+
+    `storage` (default DAGSTER_STORAGE, else sqlite) picks the template: SQLite files under `home`,
+    or PostgreSQL (dagster.postgres.yaml, the connection from DAGSTER_PG_*). An unedited copy of a
+    template is replaced by the chosen one; an edited dagster.yaml is kept, unless it configures
+    the other storage (ConfigError: the runs would silently go to the other place).
+    """
+    chosen = instance_storage(storage)
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
-    if DAGSTER_YAML_TEMPLATE.is_file() and not target.is_file():
-        shutil.copyfile(DAGSTER_YAML_TEMPLATE, target)
+    template = DAGSTER_TEMPLATES[chosen]
+    if not target.is_file():
+        shutil.copyfile(template, target)
+        return home
+    current = target.read_bytes()
+    if current == template.read_bytes():
+        return home
+    if any(current == other.read_bytes() for other in DAGSTER_TEMPLATES.values()):
+        shutil.copyfile(template, target)  # the other shipped template, never edited: switch
+        return home
+    found = _storage_of(target)
+    if found is not None and found != chosen:
+        raise ConfigError(f"DAGSTER_STORAGE: {target} (edited) configures {found} storage, not {chosen}; "
+                          f"change its `storage` section or delete it to get the {chosen} template")
     return home
 
 
