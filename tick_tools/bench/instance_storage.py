@@ -71,14 +71,10 @@ _TUNING = ("DAGSTER_EVENT_BATCH_SIZE", "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED
 
 
 def session_days(count: int) -> list[datetime]:
-    """The first `count` weekdays from FIRST_DAY (February 2010 has no holiday after the 15th)."""
-    days: list[datetime] = []
-    day = FIRST_DAY
-    while len(days) < count:
-        if day.weekday() < 5:
-            days.append(day)
-        day += timedelta(days=1)
-    return days
+    """The first `count` NYSE sessions from FIRST_DAY, as UTC midnights."""
+    from tick_tools.pipeline.demo_data import trading_days
+
+    return [datetime(d.year, d.month, d.day, tzinfo=UTC) for d in trading_days(FIRST_DAY.date(), count)]
 
 
 def synthetic_bars(days: list[datetime], symbol: str = "WDC") -> list[Bar]:

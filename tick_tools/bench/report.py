@@ -336,7 +336,8 @@ def write_report(bench: Bench, out: Path, payload: dict[str, Any], chosen: list[
                   "(`materialize_facts`, ranged runs of WAREHOUSE_BACKFILL_SESSIONS_PER_RUN sessions, every run "
                   "with its checks) into a fresh DuckDB file and a fresh file-based DAGSTER_HOME (SQLite). "
                   "Read, re-read, rollup and write are the steps' own timings (materialization and check "
-                  "metadata); bookkeeping is the rest: planning, one event per partition per asset, run start.", "",
+                  "metadata); the rest (Dagster) is everything else: planned and materialization events (one per "
+                  "partition per asset), run creation, the checks' comparisons, freshness.", "",
                   *history_rows(h), ""]
     if "profile" in s:
         lines += ["## 8. Where the time goes (pyinstrument)", "", *_profile(s["profile"])]

@@ -32,7 +32,12 @@ def _work_seconds(run_ids: list[str], checks: list[Any]) -> dict[str, float]:
                 read += float(meta.get("read_seconds", 0.0))  # type: ignore[arg-type]
                 rollup += float(meta.get("rollup_seconds", 0.0))  # type: ignore[arg-type]
                 write += float(meta.get("write_seconds", 0.0))  # type: ignore[arg-type]
-    check_read = sum(float(c.metadata.get("read_seconds", 0.0)) for c in checks if c.name.endswith("60s_matches_bars"))
+    from streaming.kernel.warehouse.schema import FACT_SPECS
+    from tick_platform.checks import check_name
+
+    # The multi-asset check reads once; the finest resolution's matches_bars carries that read's seconds.
+    timed = check_name(FACT_SPECS[0], "matches_bars")
+    check_read = sum(float(c.metadata.get("read_seconds", 0.0)) for c in checks if c.name == timed)
     return {"read_s": read, "rollup_s": rollup, "write_s": write, "check_read_s": check_read,
             "work_s": read + rollup + write + check_read}
 

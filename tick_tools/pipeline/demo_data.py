@@ -9,11 +9,15 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streaming.kernel.errors import SourceError
 from streaming.kernel.settings import PROJECT_ROOT
 from streaming.sources.kibot import KIBOT_FIELDS, is_kibot_header
 from streaming.sources.naming import symbol_from_filename
+
+if TYPE_CHECKING:
+    from tick_platform.calendar import Session
 
 DEMO_DIR = PROJECT_ROOT / "data" / "samples" / "demo"
 DEMO_SYMBOLS = 8
@@ -61,8 +65,8 @@ class HistoryFile:
         return self.ticks_per_day * len(self.days)
 
 
-def trading_days(first: date, count: int, exchange: str = "XNYS") -> list[date]:
-    """The first `count` sessions of `exchange` on or after `first` (weekends and holidays skipped)."""
+def trading_sessions(first: date, count: int, exchange: str = "XNYS") -> list[Session]:
+    """The first `count` regular sessions of `exchange` on or after `first` (weekends and holidays skipped)."""
     from tick_platform.calendar import trading_calendar
 
     if count < 1:
@@ -71,8 +75,13 @@ def trading_days(first: date, count: int, exchange: str = "XNYS") -> list[date]:
     while True:
         sessions = trading_calendar(first, first + timedelta(days=span), "regular", exchange).sessions
         if len(sessions) >= count:
-            return [s.day for s in sessions[:count]]
+            return list(sessions[:count])
         span *= 2
+
+
+def trading_days(first: date, count: int, exchange: str = "XNYS") -> list[date]:
+    """The days of `trading_sessions(first, count, exchange)`."""
+    return [s.day for s in trading_sessions(first, count, exchange)]
 
 
 def _sample_rows(sample: Path) -> tuple[str, list[tuple[str, Decimal, Decimal, Decimal, str]]]:
